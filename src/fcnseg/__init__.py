@@ -1,0 +1,37 @@
+"""fcnseg: Fully Convolutional Networks for semantic segmentation.
+
+Long, Shelhamer, Darrell, "Fully Convolutional Networks for Semantic Segmentation",
+CVPR 2015 / PAMI 2016. The public names below are fixed by DESIGN.md.
+"""
+
+from fcnseg import data, metrics
+from fcnseg.engine.checkpoint import load_model, save_model
+from fcnseg.models import (
+    FCN,
+    build_model,
+    convolutionalize,
+    fcn8s,
+    fcn8s_atonce,
+    fcn16s,
+    fcn32s,
+    list_backbones,
+    list_models,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FCN",
+    "build_model",
+    "convolutionalize",
+    "data",
+    "fcn8s",
+    "fcn8s_atonce",
+    "fcn16s",
+    "fcn32s",
+    "list_backbones",
+    "list_models",
+    "load_model",
+    "metrics",
+    "save_model",
+]

@@ -1,0 +1,354 @@
+"""Training recipes as typed data.
+
+A recipe is a YAML file whose keys are exactly the fields of the dataclasses below
+(``model``, ``data``, ``train``, ``eval``, ``out``, ``stages``). Loading is strict: an
+unknown key or a value of the wrong type raises :class:`ConfigError` naming the key and
+what is allowed. Types are checked against the field annotations themselves, so adding a
+field is one line here and nothing else.
+
+    cfg = load_config("configs/camvid_fcn8s_resnet18.yaml", ["train.lr=1e-3", "out=runs/try"])
+
+Staged training (the paper's FCN-32s -> 16s -> 8s recipe) is a list of ``stages``, each
+a partial override of ``model`` and ``train``; :func:`stage_configs` resolves them into
+one full :class:`Config` per stage. ``model.init_from: previous`` in a stage means "start
+from the previous stage's ``best.pt``".
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+__all__ = [
+    "PREVIOUS",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "StageConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "save_config",
+    "stage_configs",
+]
+
+#: ``model.init_from`` value in a stage: initialise from the previous stage's best.pt.
+PREVIOUS = "previous"
+
+
+class ConfigError(ValueError):
+    """A recipe key is unknown, missing, or has a value of the wrong type."""
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "fcn8s"
+    backbone: str = "resnet18"
+    num_classes: int = 21
+    pad100: bool = False  # Caffe reference geometry (conv1_1 padding 100)
+    weights_backbone: str | None = None  # torchvision enum name or a local file
+    weights: str | None = None  # full-FCN weights
+    learnable_upsampling: bool = False
+    init_from: str | None = None  # staged training: checkpoint of the previous stage
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "shapes"
+    root: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    crop_size: list[int] | None = None  # [H, W]; None = whole images
+    batch_size: int = 8
+    workers: int = 2
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    hflip: bool = True
+    color_jitter: float = 0.2
+    base_size: int | None = None
+    options: dict = field(default_factory=dict)  # extra kwargs for build_dataset
+
+
+@dataclass
+class TrainConfig:
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    schedule: Literal["fixed", "poly", "cosine"] = "poly"
+    warmup_steps: int = 0
+    poly_power: float = 0.9
+    loss_reduction: Literal["mean", "sum"] = "mean"  # "sum" = Caffe's normalize: false
+    class_weights: list[float] | Literal["median_freq"] | None = None
+    bias_lr_mult: float = 2.0
+    bias_decay: bool = False
+    grad_accum: int = 1
+    clip_grad_norm: float | None = None
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    epochs: int = 50
+    amp: bool | Literal["bf16", "fp16"] = False
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int | None = None  # steps; None = every epoch
+    device: str = "auto"
+
+
+@dataclass
+class EvalConfig:
+    every_steps: int | None = 500
+    tta: list | None = None  # e.g. ["flip", 0.75, 1.0, 1.25]
+    boundary_dilation: int | None = None
+
+
+@dataclass
+class StageConfig:
+    """One stage of a staged recipe: partial overrides of the top-level model/train."""
+
+    name: str
+    model: dict = field(default_factory=dict, metadata={"partial": ModelConfig})
+    train: dict = field(default_factory=dict, metadata={"partial": TrainConfig})
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    out: str = "runs/default"
+    stages: list[StageConfig] | None = None
+
+
+# --------------------------------------------------------------------------- checking
+
+
+def _describe(tp: Any) -> str:
+    """Human-readable name of an annotation: 'float', 'list[int] or null', ..."""
+    origin, args = get_origin(tp), get_args(tp)
+    if tp is type(None):
+        return "null"
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_describe(a) for a in args)}]"
+    return "mapping" if dataclasses.is_dataclass(tp) else tp.__name__
+
+
+def _type_error(key: str, tp: Any, value: Any) -> ConfigError:
+    return ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp``; return it (ints widened to float)."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        nested = None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as e:  # keep an error from inside the value: it is precise
+                nested = nested or (None if str(e).startswith(f"{key}: expected") else e)
+        raise nested or _type_error(key, tp, value)
+    if origin is Literal:
+        if isinstance(value, str) and value in args:
+            return value
+    elif dataclasses.is_dataclass(tp):
+        if isinstance(value, dict):
+            return _from_dict(tp, value, key)
+    elif tp is list or origin is list:
+        if isinstance(value, list | tuple):
+            if not args:
+                return list(value)
+            return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    elif tp is dict or origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        # PyYAML (YAML 1.1) reads "1e-10" (no dot) as a string: accept numeric strings.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Any:
+        return value
+    else:
+        raise TypeError(f"unsupported annotation {tp!r} for {key}")
+    raise _type_error(key, tp, value)
+
+
+def _join(prefix: str, name: object) -> str:
+    return f"{prefix}.{name}" if prefix else str(name)
+
+
+def _checked_items(cls: type, d: dict, prefix: str) -> dict:
+    """Coerce each key of ``d`` against the fields of ``cls``; unknown keys are errors."""
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    out = {}
+    for name, value in d.items():
+        key = _join(prefix, name)
+        if name not in known:
+            raise ConfigError(f"unknown key '{key}' (allowed: {', '.join(known)})")
+        partial = known[name].metadata.get("partial")
+        if partial is not None:  # a dict of overrides for another dataclass
+            if not isinstance(value, dict | type(None)):
+                raise ConfigError(f"{key}: expected mapping of {partial.__name__} keys")
+            out[name] = _checked_items(partial, value or {}, key)
+        else:
+            out[name] = _coerce(value, hints[name], key)
+    return out
+
+
+def _from_dict(cls: type, d: dict, prefix: str) -> Any:
+    kwargs = _checked_items(cls, d, prefix)
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.name not in kwargs:
+            raise ConfigError(f"missing key '{_join(prefix, f.name)}'")
+    return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def config_from_dict(d: dict) -> Config:
+    """Build a :class:`Config` from a plain (YAML-loaded) dict, strictly.
+
+    Missing keys take their defaults. Raises :class:`ConfigError` on an unknown key
+    (``unknown key 'train.lrr' (allowed: ...)``), a wrong type
+    (``train.lr: expected float, got 'abc'``), or an unresolvable stage list.
+    """
+    if not isinstance(d, dict):
+        raise ConfigError(f"a config must be a mapping, got {type(d).__name__}")
+    cfg = _from_dict(Config, d, "")
+    if cfg.stages:
+        names = [s.name for s in cfg.stages]
+        for i, name in enumerate(names):
+            if not name or "/" in name or names.index(name) != i:
+                raise ConfigError(f"stages[{i}].name: {name!r} must be unique, non-empty, no '/'")
+        stage_configs(cfg)  # resolve once so errors surface at load time
+    elif cfg.model.init_from == PREVIOUS:
+        raise ConfigError(f"model.init_from: {PREVIOUS!r} is only meaningful inside stages")
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain nested dict (lists, dicts, scalars) that :func:`config_from_dict` reads back."""
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(d: dict, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Return a copy of ``d`` with ``"a.b=value"`` overrides applied.
+
+    Values are parsed with ``yaml.safe_load`` ("null", "true", "[360, 480]", "1e-10");
+    missing intermediate mappings are created; a numeric path part indexes a list
+    (``stages.1.train.lr=1e-12``). Key validity is checked later by :func:`config_from_dict`.
+    """
+    d = copy.deepcopy(d)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{key}: cannot parse value {raw!r}: {e}") from None
+        *parents, last = key.split(".")
+        node: Any = d
+        for i, part in enumerate(parents):
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"cannot set '{key}': '{'.'.join(parents[:i])}' is not a mapping")
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+            node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"cannot set '{key}': '{'.'.join(parents)}' is not a mapping")
+    return d
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """Read a YAML recipe (``None``: all defaults), apply overrides, validate.
+
+    Raises :class:`ConfigError` if the file is missing, is not a mapping, or fails
+    :func:`config_from_dict`.
+    """
+    d: Any = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        d = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    return config_from_dict(apply_overrides(d, overrides))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write ``cfg`` as YAML (keys in dataclass order), creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def stage_configs(cfg: Config) -> list[tuple[str, Config]]:
+    """Resolve a staged recipe into ``[(stage_name, Config), ...]``.
+
+    Without ``stages``: ``[("main", cfg)]``. Otherwise each stage starts from the top-level
+    recipe, applies its ``model``/``train`` overrides, writes to ``<out>/<stage name>``,
+    and ``model.init_from: previous`` becomes the previous stage's ``<out>/best.pt``.
+    The resolved configs have ``stages = None``.
+    """
+    if not cfg.stages:
+        return [("main", cfg)]
+    base = config_to_dict(cfg)
+    base["stages"] = None
+    resolved: list[tuple[str, Config]] = []
+    previous_out: str | None = None
+    for i, stage in enumerate(cfg.stages):
+        d = copy.deepcopy(base)
+        d["model"].update(stage.model)
+        d["train"].update(stage.train)
+        d["out"] = str(Path(cfg.out) / stage.name)
+        if d["model"]["init_from"] == PREVIOUS:
+            if previous_out is None:
+                raise ConfigError(f"stages[{i}].model.init_from: the first stage has no previous")
+            d["model"]["init_from"] = str(Path(previous_out) / "best.pt")
+        resolved.append((stage.name, config_from_dict(d)))
+        previous_out = d["out"]
+    return resolved

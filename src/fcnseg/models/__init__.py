@@ -1,0 +1,158 @@
+"""The FCN model family: ``build_model(name, backbone=..., num_classes=...)`` over a registry.
+
+Heads: fcn32s, fcn16s, fcn8s, fcn8s_atonce. Backbones: see ``list_backbones()``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from fcnseg.models.backbones import (
+    BACKBONES,
+    CAFFE_PREPROCESS,
+    IMAGENET_PREPROCESS,
+    build_backbone,
+    list_backbones,
+)
+from fcnseg.models.convolutionalize import convolutionalize
+from fcnseg.models.fcn import FCN
+from fcnseg.models.weights import check_compatible, read_fcn_weights, transfer_weights
+
+# name -> the FCN arguments that define it (Long et al., Section 4.2 and the reference nets)
+MODELS: dict[str, dict] = {
+    "fcn32s": {"skips": ()},
+    "fcn16s": {"skips": (16,)},
+    "fcn8s": {"skips": (16, 8)},
+    # voc-fcn8s-atonce/net.py: pool4 scaled by 0.01 and pool3 by 1e-4, trained in one go
+    "fcn8s_atonce": {"skips": (16, 8), "skip_scales": {16: 0.01, 8: 0.0001}},
+}
+
+
+def list_models() -> list[str]:
+    """Names accepted by ``build_model``."""
+    return list(MODELS)
+
+
+def build_model(
+    name: str,
+    *,
+    backbone: str = "vgg16",
+    num_classes: int = 21,
+    pad100: bool = False,
+    weights_backbone: str | Path | None = None,
+    weights: str | Path | None = None,
+    learnable_upsampling: bool = False,
+    class_names: list[str] | None = None,
+    preprocess: dict | None = None,
+) -> FCN:
+    """Build an FCN.
+
+    Args:
+        name: ``"fcn32s"``, ``"fcn16s"``, ``"fcn8s"`` or ``"fcn8s_atonce"``.
+        backbone: one of ``list_backbones()`` (``alexnet`` supports fcn32s only).
+        num_classes: number of output channels C.
+        pad100: the Caffe reference geometry (VGG16 family): conv1_1 padding 100 and the
+            reference crops. Default ``False``: aligned maps without the padding (cheaper).
+        weights_backbone: ImageNet weights for the backbone: a torchvision enum name
+            (``"IMAGENET1K_V1"``, ``"DEFAULT"``) or a torchvision-format state-dict file.
+        weights: full-FCN weights: an fcnseg checkpoint, a torchfcn checkpoint or a
+            Caffe-converted state dict (``fcn8s_from_caffe.pth``).
+        learnable_upsampling: train the in-network 2x deconvolutions (CVPR) instead of
+            freezing them at bilinear (reference repository).
+        class_names: stored in the config (checkpoints and pictures use them).
+        preprocess: pixel normalisation the weights expect; default ImageNet mean/std (RGB),
+            or the Caffe convention when ``weights`` is a torchfcn/Caffe file.
+
+    Returns:
+        An ``FCN`` mapping ``(N, 3, H, W)`` images to ``(N, num_classes, H, W)`` logits.
+
+    Raises:
+        ValueError: unknown name or backbone, an impossible combination (``alexnet`` with skips,
+            ``pad100`` off VGG16), or weights that do not fit.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {list_models()}")
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {list_backbones()}")
+    if name not in BACKBONES[backbone].archs:
+        raise ValueError(
+            f"{backbone} supports {list(BACKBONES[backbone].archs)} only, not {name} "
+            "(it has no stride-8/16 taps; the paper uses AlexNet for FCN-32s only)"
+        )
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names given for {num_classes} classes")
+
+    state, info = (None, {}) if weights is None else read_fcn_weights(weights)
+    if preprocess is None:
+        stored = info.get("config", {}).get("preprocess")
+        preprocess = stored or (CAFFE_PREPROCESS if info.get("reference") else IMAGENET_PREPROCESS)
+    config = {
+        "arch": name,
+        "backbone": backbone,
+        "num_classes": num_classes,
+        "pad100": pad100,
+        "learnable_upsampling": learnable_upsampling,
+        "class_names": list(class_names) if class_names else None,
+        "preprocess": copy.deepcopy(preprocess),
+    }
+    model = FCN(
+        build_backbone(backbone, weights=weights_backbone, pad100=pad100),
+        num_classes,
+        learnable_upsampling=learnable_upsampling,
+        replicate_pad=not pad100,
+        config=config,
+        **MODELS[name],
+    )
+    if state is not None:
+        if "config" in info:
+            check_compatible(weights, info["config"], config)
+            if class_names is None and info["config"].get("class_names"):
+                model.config["class_names"] = info["config"]["class_names"]
+        _load_full_weights(model, state, weights)
+    return model
+
+
+def _load_full_weights(model: FCN, state: dict, path) -> None:
+    from fcnseg.engine.checkpoint import CheckpointError
+
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.endswith("num_batches_tracked")]:
+        shown = (missing + unexpected)[:4]
+        raise CheckpointError(
+            f"{path}: weights do not match {model.config['arch']}/{model.config['backbone']} "
+            f"(missing {len(missing)}, unexpected {len(unexpected)} keys, e.g. {shown})"
+        )
+
+
+def _shorthand(name: str):
+    def builder(num_classes: int = 21, backbone: str = "vgg16", **kwargs) -> FCN:
+        return build_model(name, backbone=backbone, num_classes=num_classes, **kwargs)
+
+    builder.__name__ = name
+    builder.__doc__ = f"``build_model({name!r}, ...)``: see ``build_model`` for the arguments."
+    return builder
+
+
+fcn32s = _shorthand("fcn32s")
+fcn16s = _shorthand("fcn16s")
+fcn8s = _shorthand("fcn8s")
+fcn8s_atonce = _shorthand("fcn8s_atonce")
+
+__all__ = [
+    "CAFFE_PREPROCESS",
+    "FCN",
+    "IMAGENET_PREPROCESS",
+    "build_backbone",
+    "build_model",
+    "convolutionalize",
+    "fcn8s",
+    "fcn8s_atonce",
+    "fcn16s",
+    "fcn32s",
+    "list_backbones",
+    "list_models",
+    "transfer_weights",
+]
