@@ -8,13 +8,9 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from fcnseg.models.backbones import (
-    BACKBONES,
-    CAFFE_PREPROCESS,
-    IMAGENET_PREPROCESS,
-    build_backbone,
-    list_backbones,
-)
+from fcnseg.data.transforms import CAFFE_PREPROCESS
+from fcnseg.data.transforms import DEFAULT_PREPROCESS as IMAGENET_PREPROCESS
+from fcnseg.models.backbones import BACKBONES, build_backbone, list_backbones
 from fcnseg.models.convolutionalize import convolutionalize
 from fcnseg.models.fcn import FCN
 from fcnseg.models.weights import check_compatible, read_fcn_weights, transfer_weights

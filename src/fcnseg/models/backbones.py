@@ -19,22 +19,6 @@ from torchvision.models._utils import IntermediateLayerGetter
 
 from fcnseg.models.upsampling import Grid
 
-IMAGENET_PREPROCESS = {
-    "mean": [0.485, 0.456, 0.406],
-    "std": [0.229, 0.224, 0.225],
-    "value_scale": 1.0,
-    "channel_order": "RGB",
-}
-
-# The reference VGG16 weights (Caffe, and torchfcn's converted files) expect BGR pixels in
-# 0..255 minus the ILSVRC mean (voc_layers.py: `self.mean = np.array((104.007, 116.669, 122.679))`).
-CAFFE_PREPROCESS = {
-    "mean": [104.00698793, 116.66876762, 122.67891434],
-    "std": [1.0, 1.0, 1.0],
-    "value_scale": 255.0,
-    "channel_order": "BGR",
-}
-
 
 @dataclass(frozen=True)
 class Tap:
