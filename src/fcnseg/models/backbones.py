@@ -36,7 +36,8 @@ class Tap:
 class Backbone(nn.Module):
     """Base class: ``forward(x) -> {stride: feature map}`` for every stride in ``taps``."""
 
-    taps: dict[int, Tap]
+    # taps: {stride: Tap}, set by each subclass (plain Python metadata, not scripted)
+    __jit_ignored_attributes__ = ["taps"]
     min_input_size: int = 1
 
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -46,10 +47,6 @@ class Backbone(nn.Module):
 def _refuse_pad100(pad100: bool, family: str) -> None:
     if pad100:
         raise ValueError(f"pad100 is the VGG16 reference geometry; {family} cannot use it")
-
-
-def _tap_outputs(getter: IntermediateLayerGetter, x: torch.Tensor) -> dict[int, torch.Tensor]:
-    return {int(k): v for k, v in getter(x).items()}
 
 
 class VGGBackbone(Backbone):
@@ -96,7 +93,7 @@ class VGGBackbone(Backbone):
         }
 
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
-        out = _tap_outputs(self.features, x)
+        out = {int(k): v for k, v in self.features(x).items()}
         h = self.drop(self.relu(self.fc6(out[32])))
         out[32] = self.drop(self.relu(self.fc7(h)))
         return out
@@ -152,7 +149,7 @@ class ResNetBackbone(Backbone):
         }
 
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
-        return _tap_outputs(self.body, x)
+        return {int(k): v for k, v in self.body(x).items()}
 
 
 class MobileNetV3Backbone(Backbone):
@@ -175,7 +172,7 @@ class MobileNetV3Backbone(Backbone):
         }
 
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
-        return _tap_outputs(self.features, x)
+        return {int(k): v for k, v in self.features(x).items()}
 
 
 def _out_channels(module: nn.Module) -> int:

@@ -51,6 +51,10 @@ class FCN(nn.Module):
         config: the build arguments, stored so checkpoints can rebuild the model.
     """
 
+    # Python-side metadata that TorchScript need not (and cannot) compile.
+    __jit_ignored_attributes__ = ["config"]
+    __jit_unused_properties__ = ["preprocess", "class_names"]
+
     def __init__(
         self,
         backbone: Backbone,
@@ -72,6 +76,8 @@ class FCN(nn.Module):
         self.skips = tuple(skips)
         self.skip_scales = {s: float(v) for s, v in (skip_scales or {}).items()}
         self.config = dict(config or {})
+        self.backbone_name: str = self.config.get("backbone", type(backbone).__name__)
+        self.min_input_size: int = backbone.min_input_size
         pad = 1 if replicate_pad else 0
 
         self.score_fr = _zero_conv1x1(backbone.taps[32].channels, num_classes)
@@ -114,10 +120,10 @@ class FCN(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         height, width = images.shape[-2], images.shape[-1]
-        if min(height, width) < self.backbone.min_input_size:
+        if min(height, width) < self.min_input_size:
             raise ValueError(
-                f"input {height}x{width} is smaller than the {self.backbone.min_input_size} px "
-                f"the {self.config.get('backbone', 'backbone')} backbone can take"
+                f"input {height}x{width} is smaller than the {self.min_input_size} px "
+                f"the {self.backbone_name} backbone can take"
             )
         features = self.backbone(images)
         score = self.score_fr(features[32])  # stride 32
