@@ -8,6 +8,19 @@ field is one line here and nothing else.
 
     cfg = load_config("configs/camvid_fcn8s_resnet18.yaml", ["train.lr=1e-3", "out=runs/try"])
 
+Output paths. A recipe may come from someone else, so it must not make fcnseg write outside
+the run folder it names. The rule:
+
+- ``out`` from a recipe file (or any dict given to :func:`config_from_dict`) must be a
+  relative path with no ``..`` component, not absolute, not starting with ``~``: it always
+  lands below the working folder. An absolute path, or one with ``..``, is accepted only
+  when the user gave it explicitly (``--set out=/scratch/run``, which :func:`load_config`
+  marks as trusted, or ``config_from_dict(d, trust_out=True)`` from Python code).
+- every file name derived from config values (stage names, class names, split names, ...)
+  goes through :func:`safe_output_path`, which resolves it (symlinks included) and refuses
+  it unless it stays under ``out``. Stage names are single path components (no ``/``,
+  ``\\``, ``.`` or ``..``).
+
 Staged training (the paper's FCN-32s -> 16s -> 8s recipe) is a list of ``stages``, each
 a partial override of ``model`` and ``train``; :func:`stage_configs` resolves them into
 one full :class:`Config` per stage. ``model.init_from: previous`` in a stage means "start
@@ -18,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +52,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "load_config",
+    "safe_output_path",
     "save_config",
     "stage_configs",
 ]
@@ -75,6 +90,8 @@ class DataConfig:
     hflip: bool = True
     color_jitter: float = 0.2
     base_size: int | None = None
+    # refuse images with more pixels (decompression bombs); None = PIL's default (89.5 MP)
+    max_image_pixels: int | None = None
     options: dict = field(default_factory=dict)  # extra kwargs for build_dataset
 
 
@@ -234,24 +251,81 @@ def _from_dict(cls: type, d: dict, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+# --------------------------------------------------------------------------- output paths
+
+
+def _check_out(out: str) -> None:
+    """``out`` from a recipe: relative, no ``..``, not absolute, not ``~`` (see module doc)."""
+    parts = out.replace("\\", "/").split("/")
+    if not out.strip():
+        raise ConfigError("out: must name a folder, got an empty string")
+    if Path(out).is_absolute() or out.startswith(("/", "\\", "~")) or re.match(r"[A-Za-z]:", out):
+        reason = "is absolute" if not out.startswith("~") else "starts with '~'"
+    elif ".." in parts:
+        reason = "has a '..' component"
+    else:
+        return
+    raise ConfigError(
+        f"out: {out!r} {reason}; a recipe may only write below the working folder (a relative "
+        "path without '..'); give such a path explicitly with --set out=PATH"
+    )
+
+
+def safe_output_path(out_dir: str | Path, name: str | Path) -> Path:
+    """``out_dir / name``, refused unless it stays inside ``out_dir``.
+
+    Use it for every output file whose name comes from config values or data (stage, class,
+    split or image names). ``name`` may have sub-folders; it is resolved together with
+    ``out_dir`` (``..`` and symlinks followed) and must end strictly below ``out_dir``.
+
+    Returns:
+        ``Path(out_dir) / <the normalised relative name>``.
+
+    Raises:
+        ConfigError: ``name`` is empty, absolute, or resolves outside ``out_dir``
+            (``"output name '../x' escapes the run folder runs/a"``).
+    """
+    text = str(name)
+    if not text.strip() or "\x00" in text or "\x00" in str(out_dir):
+        raise ConfigError(f"output name {text!r} is empty or not a valid file name")
+    if Path(text).is_absolute() or text.startswith(("/", "\\")):
+        raise ConfigError(f"output name {text!r} is absolute; it must be inside {out_dir}")
+    base = Path(out_dir).resolve()
+    target = (base / text).resolve()
+    if target == base or base not in target.parents:
+        raise ConfigError(f"output name {text!r} escapes the run folder {out_dir}")
+    return Path(out_dir) / target.relative_to(base)
+
+
 # --------------------------------------------------------------------------- public API
 
 
-def config_from_dict(d: dict) -> Config:
+def config_from_dict(d: dict, *, trust_out: bool = False) -> Config:
     """Build a :class:`Config` from a plain (YAML-loaded) dict, strictly.
 
     Missing keys take their defaults. Raises :class:`ConfigError` on an unknown key
     (``unknown key 'train.lrr' (allowed: ...)``), a wrong type
-    (``train.lr: expected float, got 'abc'``), or an unresolvable stage list.
+    (``train.lr: expected float, got 'abc'``), an unresolvable stage list, or an ``out``
+    that could write outside the working folder (absolute, ``..``, ``~``) unless
+    ``trust_out`` (the caller, not a recipe file, chose ``out``: see the module docstring).
     """
     if not isinstance(d, dict):
         raise ConfigError(f"a config must be a mapping, got {type(d).__name__}")
     cfg = _from_dict(Config, d, "")
+    if not trust_out:
+        _check_out(cfg.out)
+    pixels = cfg.data.max_image_pixels
+    if pixels is not None and pixels <= 0:
+        raise ConfigError(f"data.max_image_pixels: expected a positive int or null, got {pixels}")
     if cfg.stages:
         names = [s.name for s in cfg.stages]
         for i, name in enumerate(names):
-            if not name or "/" in name or names.index(name) != i:
-                raise ConfigError(f"stages[{i}].name: {name!r} must be unique, non-empty, no '/'")
+            bad = not name or name in (".", "..") or "/" in name or "\\" in name
+            if bad or names.index(name) != i:
+                raise ConfigError(
+                    f"stages[{i}].name: {name!r} must be unique, non-empty, one path component "
+                    "(no '/', '\\', '.' or '..')"
+                )
         stage_configs(cfg)  # resolve once so errors surface at load time
     elif cfg.model.init_from == PREVIOUS:
         raise ConfigError(f"model.init_from: {PREVIOUS!r} is only meaningful inside stages")
@@ -306,7 +380,8 @@ def load_config(
     """Read a YAML recipe (``None``: all defaults), apply overrides, validate.
 
     Raises :class:`ConfigError` if the file is missing, is not a mapping, or fails
-    :func:`config_from_dict`.
+    :func:`config_from_dict`. An ``out=...`` override is the user's explicit choice and may be
+    absolute or contain ``..``; ``out`` from the file may not (see the module docstring).
     """
     d: Any = {}
     if path is not None:
@@ -316,7 +391,8 @@ def load_config(
         d = yaml.safe_load(path.read_text()) or {}
         if not isinstance(d, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
-    return config_from_dict(apply_overrides(d, overrides))
+    out_given = any(item.partition("=")[0].strip() == "out" for item in overrides)
+    return config_from_dict(apply_overrides(d, overrides), trust_out=out_given)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
@@ -349,6 +425,7 @@ def stage_configs(cfg: Config) -> list[tuple[str, Config]]:
             if previous_out is None:
                 raise ConfigError(f"stages[{i}].model.init_from: the first stage has no previous")
             d["model"]["init_from"] = str(Path(previous_out) / "best.pt")
-        resolved.append((stage.name, config_from_dict(d)))
+        # cfg.out was checked when cfg was built and stage names are single components
+        resolved.append((stage.name, config_from_dict(d, trust_out=True)))
         previous_out = d["out"]
     return resolved

@@ -1,0 +1,156 @@
+"""The per-pixel multinomial logistic loss (Long et al., Sec. 3: "a sum over the spatial
+dimensions of the final layer"), with the ignore label and optional class weights.
+
+Two reductions:
+
+- ``"sum"``: the paper's and the Caffe reference's unnormalised loss (``SoftmaxWithLoss``
+  with ``loss_param { normalize: false }`` in ``voc-fcn*/net.py``, which Caffe maps to
+  normalisation by the batch size): the per-pixel losses summed over the image, averaged over
+  the images of the batch. Its gradients grow with the image area, hence the reference's tiny
+  learning rates (1e-10 for FCN-32s with momentum 0.99).
+- ``"mean"``: the average over the non-ignored pixels (torchvision's reference ``criterion``:
+  ``cross_entropy(..., ignore_index=255)``); with class weights, the weighted average
+  ``sum_i w[y_i] l_i / sum_i w[y_i]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["SegmentationLoss", "build_loss", "median_frequency_weights"]
+
+
+class SegmentationLoss(nn.Module):
+    """``loss(logits (N, C, H, W), target (N, H, W) int64) -> scalar``.
+
+    Args:
+        reduction: ``"mean"`` or ``"sum"`` (see the module docstring).
+        weight: optional per-class weights, length C.
+        ignore_index: target value whose pixels do not count (255).
+    """
+
+    def __init__(
+        self,
+        reduction: str = "mean",
+        weight: Sequence[float] | torch.Tensor | None = None,
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__()
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"loss reduction must be 'mean' or 'sum', got {reduction!r}")
+        self.reduction = reduction
+        self.ignore_index = int(ignore_index)
+        if weight is not None:
+            weight = torch.as_tensor(weight, dtype=torch.float32)
+            if weight.dim() != 1 or bool((weight < 0).any()):
+                raise ValueError("class weights must be a 1-D list of non-negative numbers")
+        self.register_buffer("weight", weight, persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.weight is not None and self.weight.numel() != logits.shape[1]:
+            raise ValueError(
+                f"{self.weight.numel()} class weights for logits with {logits.shape[1]} classes"
+            )
+        # float32 for the log-softmax even under autocast: a sum over ~1e5 pixels in fp16
+        # overflows.
+        logits = logits.float()
+        if self.reduction == "mean":
+            return F.cross_entropy(
+                logits, target, weight=self.weight, ignore_index=self.ignore_index
+            )
+        total = F.cross_entropy(
+            logits, target, weight=self.weight, ignore_index=self.ignore_index, reduction="sum"
+        )
+        return total / logits.shape[0]
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}, ignore_index={self.ignore_index}"
+
+
+def median_frequency_weights(
+    dataset,
+    num_classes: int,
+    ignore_index: int = 255,
+    max_samples: int = 500,
+    seed: int = 0,
+) -> list[float]:
+    """Median frequency balancing (Eigen & Fergus 2015, as SegNet uses it for CamVid).
+
+    ``freq(c) = pixels of c / pixels of the images where c is present`` and
+    ``w(c) = median(freq) / freq(c)``, counted over the masks of ``dataset`` (``dataset[i]``
+    returns ``(image, mask)``), or over ``max_samples`` of them drawn with ``seed`` when it is
+    larger. A class never seen gets weight 0 (it cannot occur in the loss anyway). Nothing is
+    cached on disk.
+
+    Returns:
+        ``num_classes`` floats.
+    """
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("median_freq class weights: the training set is empty")
+    indices = range(n)
+    if n > max_samples:
+        indices = np.random.default_rng(seed).choice(n, size=max_samples, replace=False)
+    pixels = np.zeros(num_classes, dtype=np.float64)
+    present_in = np.zeros(num_classes, dtype=np.float64)  # pixels of images holding class c
+    for i in indices:
+        mask = torch.as_tensor(dataset[int(i)][1]).as_subclass(torch.Tensor).reshape(-1)
+        mask = mask[mask != ignore_index].long()
+        if mask.numel() == 0:
+            continue
+        counts = torch.bincount(mask, minlength=num_classes)[:num_classes].double().numpy()
+        pixels += counts
+        present_in += (counts > 0) * float(mask.numel())
+    seen = pixels > 0
+    if not seen.any():
+        raise ValueError("median_freq class weights: no labelled pixels in the training set")
+    freq = np.zeros(num_classes)
+    freq[seen] = pixels[seen] / present_in[seen]
+    median = float(np.median(freq[seen]))
+    weights = np.zeros(num_classes)
+    weights[seen] = median / freq[seen]
+    return [float(w) for w in weights]
+
+
+def build_loss(
+    reduction: str = "mean",
+    class_weights: Sequence[float] | str | None = None,
+    *,
+    num_classes: int | None = None,
+    dataset=None,
+    ignore_index: int = 255,
+    seed: int = 0,
+) -> SegmentationLoss:
+    """The training criterion from the recipe keys ``train.loss_reduction`` and
+    ``train.class_weights``.
+
+    Args:
+        reduction: ``"mean"`` or ``"sum"``.
+        class_weights: ``None``, a list of C weights, or ``"median_freq"`` (computed from
+            ``dataset``'s masks, see :func:`median_frequency_weights`).
+        num_classes: C, to check a weight list against (and required for ``median_freq``).
+        dataset: the training set (only for ``median_freq``).
+
+    Raises:
+        ValueError: an unknown reduction, a weight list of the wrong length, or
+            ``median_freq`` without a dataset.
+    """
+    weight = None
+    if isinstance(class_weights, str):
+        if class_weights != "median_freq":
+            raise ValueError(
+                f"class_weights: expected a list or 'median_freq', got {class_weights!r}"
+            )
+        if dataset is None or num_classes is None:
+            raise ValueError("class_weights 'median_freq' needs the training dataset")
+        weight = median_frequency_weights(dataset, num_classes, ignore_index, seed=seed)
+    elif class_weights is not None:
+        weight = [float(w) for w in class_weights]
+        if num_classes is not None and len(weight) != num_classes:
+            raise ValueError(f"class_weights has {len(weight)} values for {num_classes} classes")
+    return SegmentationLoss(reduction, weight, ignore_index)

@@ -1,0 +1,116 @@
+"""Optimisers, parameter groups and per-step learning-rate schedules.
+
+Parameter groups follow the Caffe reference nets (``voc-fcn*/net.py``: every convolution has
+``param=[dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]``): biases learn at
+``bias_lr_mult`` x the base rate and, unless ``bias_decay``, without weight decay. Only
+parameters with ``requires_grad`` are optimised, so the frozen bilinear upsamplers (the
+reference's ``lr_mult: 0`` deconvolutions) are never in the optimiser.
+
+Schedules are a multiplicative factor of the base rate per optimiser step (a ``LambdaLR``
+stepped once per step, as torchvision's ``references/segmentation/train.py`` does for its
+poly schedule): ``fixed`` (the reference's ``lr_policy: "fixed"``), ``poly``
+``(1 - t) ** power`` and ``cosine`` ``(1 + cos(pi t)) / 2``, where ``t`` runs from 0 to 1 over
+the steps after the linear warm-up.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["build_optimizer", "build_scheduler", "lr_factor", "param_groups"]
+
+
+def param_groups(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    bias_lr_mult: float = 2.0,
+    bias_decay: bool = False,
+) -> list[dict]:
+    """Split the trainable parameters of ``model`` into a weight group and a bias group.
+
+    Returns:
+        ``[{"name": "weights", "params", "lr", "weight_decay"}, {"name": "biases", ...}]``
+        (a group with no parameters is left out). Parameters with ``requires_grad=False`` are
+        in neither.
+    """
+    weights, biases = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (biases if name.endswith("bias") else weights).append(p)
+    groups = [
+        {"name": "weights", "params": weights, "lr": lr, "weight_decay": weight_decay},
+        {
+            "name": "biases",
+            "params": biases,
+            "lr": lr * bias_lr_mult,
+            "weight_decay": weight_decay if bias_decay else 0.0,
+        },
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: nn.Module, train_cfg) -> torch.optim.Optimizer:
+    """SGD with momentum (the reference's recipe) or AdamW, from a ``TrainConfig``.
+
+    Raises:
+        ValueError: an unknown optimiser, a non-positive lr, or a model with nothing to train.
+    """
+    if not train_cfg.lr > 0:
+        raise ValueError(f"train.lr must be > 0, got {train_cfg.lr}")
+    groups = param_groups(
+        model, train_cfg.lr, train_cfg.weight_decay, train_cfg.bias_lr_mult, train_cfg.bias_decay
+    )
+    if not groups:
+        raise ValueError("the model has no trainable parameters")
+    if train_cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=train_cfg.lr, momentum=train_cfg.momentum)
+    if train_cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=train_cfg.lr)
+    raise ValueError(f"unknown optimizer {train_cfg.optimizer!r}; choose 'sgd' or 'adamw'")
+
+
+def lr_factor(
+    step: int,
+    schedule: str,
+    total_steps: int,
+    warmup_steps: int = 0,
+    power: float = 0.9,
+) -> float:
+    """The learning-rate multiplier for optimiser step ``step`` (0-based).
+
+    Warm-up: ``(step + 1) / (warmup_steps + 1)`` for ``step < warmup_steps`` (linear, never
+    0), times the schedule's value at ``t = 0``. After it, ``t = (step - warmup_steps) /
+    (total_steps - warmup_steps)`` clipped to [0, 1]: ``fixed`` 1, ``poly`` ``(1 - t) **
+    power``, ``cosine`` ``(1 + cos(pi t)) / 2``.
+    """
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if schedule == "fixed":
+        return 1.0
+    span = max(total_steps - warmup_steps, 1)
+    t = min(max((step - warmup_steps) / span, 0.0), 1.0)
+    if schedule == "poly":
+        return (1.0 - t) ** power
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    raise ValueError(f"unknown schedule {schedule!r}; choose 'fixed', 'poly' or 'cosine'")
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, train_cfg, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step ``LambdaLR`` applying :func:`lr_factor` to every group's own base rate
+    (so biases keep their ``bias_lr_mult``). Call ``.step()`` after each optimiser step."""
+    lr_factor(0, train_cfg.schedule, total_steps)  # unknown schedule -> ValueError now
+
+    def factor(step: int) -> float:
+        return lr_factor(
+            step, train_cfg.schedule, total_steps, train_cfg.warmup_steps, train_cfg.poly_power
+        )
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

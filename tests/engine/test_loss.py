@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+from fcnseg.data import build_dataset
+from fcnseg.engine import build_loss, median_frequency_weights
+
+
+def _batch():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 8, 8, generator=g)
+    target = torch.randint(0, 4, (2, 8, 8), generator=g)
+    target[0, :2] = 255
+    return logits, target
+
+
+def test_sum_is_mean_times_pixels_per_image():
+    logits, target = _batch()
+    mean = build_loss("mean")(logits, target)
+    total = build_loss("sum")(logits, target)
+    valid = int((target != 255).sum())
+    # "sum": summed over pixels, averaged over the batch (Caffe's normalize: false)
+    assert total.item() == pytest.approx(mean.item() * valid / 2, rel=1e-5)
+
+
+def test_ignore_pixels_do_not_count():
+    logits, target = _batch()
+    changed = logits.clone()
+    changed[0, :, :2] = 100.0  # only at ignored pixels
+    loss = build_loss("mean")
+    assert loss(changed, target).item() == pytest.approx(loss(logits, target).item())
+
+
+def test_class_weights_change_the_loss():
+    logits, target = _batch()
+    plain = build_loss("mean")(logits, target)
+    weighted = build_loss("mean", [1.0, 5.0, 1.0, 1.0], num_classes=4)(logits, target)
+    assert weighted.item() != pytest.approx(plain.item())
+    with pytest.raises(ValueError, match="4 classes"):
+        build_loss("mean", [1.0, 2.0], num_classes=4)
+
+
+def test_median_frequency_weights():
+    ds = build_dataset("shapes", split="train", size=(48, 48), length=6)
+    w = median_frequency_weights(ds, ds.num_classes)
+    assert len(w) == ds.num_classes
+    assert w[0] < 1.0  # background is the most frequent class: weighted down
+    assert max(w) > 1.0 and min(w) >= 0.0  # rarer classes weighted up
+    loss = build_loss("mean", "median_freq", num_classes=ds.num_classes, dataset=ds)
+    assert loss.weight.tolist() == pytest.approx(w)

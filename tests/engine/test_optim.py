@@ -1,0 +1,70 @@
+import math
+
+import pytest
+import torch
+
+import fcnseg
+from fcnseg.config import TrainConfig
+from fcnseg.engine import build_optimizer, build_scheduler, lr_factor, param_groups
+
+
+def test_biases_get_twice_the_lr_and_no_decay_frozen_deconvs_left_out():
+    model = fcnseg.build_model("fcn8s", backbone="resnet18", num_classes=3)
+    cfg = TrainConfig(optimizer="sgd", lr=0.01, momentum=0.99, weight_decay=5e-4)
+    opt = build_optimizer(model, cfg)
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert groups["weights"]["lr"] == pytest.approx(0.01)
+    assert groups["weights"]["weight_decay"] == pytest.approx(5e-4)
+    assert groups["biases"]["lr"] == pytest.approx(0.02)
+    assert groups["biases"]["weight_decay"] == 0.0
+    assert opt.defaults["momentum"] == 0.99
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    assert frozen, "the bilinear upsamplers should be frozen"
+    assert not any(id(p) in in_opt for p in frozen)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(in_opt) == len(trainable)
+    names = {
+        n
+        for n, p in model.named_parameters()
+        if id(p) in {id(q) for q in groups["biases"]["params"]}
+    }
+    assert names and all(n.endswith("bias") for n in names)
+
+
+def test_bias_decay_and_adamw():
+    model = fcnseg.build_model("fcn32s", backbone="resnet18", num_classes=3)
+    groups = param_groups(model, 1e-3, 0.1, bias_lr_mult=1.0, bias_decay=True)
+    assert [g["weight_decay"] for g in groups] == [0.1, 0.1]
+    opt = build_optimizer(model, TrainConfig(optimizer="adamw", lr=1e-3))
+    assert isinstance(opt, torch.optim.AdamW)
+
+
+def test_schedule_values():
+    assert lr_factor(0, "fixed", 100) == 1.0
+    assert lr_factor(50, "poly", 100, power=0.9) == pytest.approx(0.5**0.9)
+    assert lr_factor(100, "poly", 100) == 0.0
+    assert lr_factor(50, "cosine", 100) == pytest.approx(0.5)
+    assert lr_factor(25, "cosine", 100) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    # linear warm-up over 10 steps, then the schedule over the 90 that follow
+    assert lr_factor(0, "poly", 100, warmup_steps=10) == pytest.approx(1 / 11)
+    assert lr_factor(9, "poly", 100, warmup_steps=10) == pytest.approx(10 / 11)
+    assert lr_factor(10, "poly", 100, warmup_steps=10) == 1.0
+    assert lr_factor(55, "poly", 100, warmup_steps=10) == pytest.approx(0.5**0.9)
+    with pytest.raises(ValueError, match="schedule"):
+        lr_factor(0, "step", 10)
+
+
+def test_scheduler_steps_every_group_from_its_own_base_lr():
+    model = fcnseg.build_model("fcn32s", backbone="resnet18", num_classes=3)
+    cfg = TrainConfig(optimizer="sgd", lr=0.1, schedule="poly", warmup_steps=2)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, total_steps=12)
+    seen = []
+    for _ in range(7):
+        seen.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    assert seen[0] == pytest.approx([0.1 / 3, 0.2 / 3])
+    assert seen[2] == pytest.approx([0.1, 0.2])
+    assert seen[6] == pytest.approx([0.1 * 0.6**0.9, 0.2 * 0.6**0.9])

@@ -1,0 +1,134 @@
+import hashlib
+import math
+
+import pytest
+import torch
+
+import fcnseg
+from fcnseg.cli import main
+from fcnseg.engine import Trainer, TrainingDiverged, train
+from fcnseg.engine.checkpoint import read_checkpoint
+
+
+def _loss_on(trainer, images, masks):
+    with torch.no_grad():
+        return trainer.criterion(trainer.model(images), masks).item()
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tiny_cfg):
+    trainer = Trainer(tiny_cfg("model.arch=fcn8s", "train.max_steps=3"), progress=False)
+    images, masks = map(torch.stack, zip(*[trainer.train_set[i] for i in range(4)], strict=True))
+    before = _loss_on(trainer, images, masks)
+    assert before == pytest.approx(math.log(7), rel=1e-4)  # zero-started score layers
+    summary = trainer.fit()
+    assert summary["step"] == 3
+    after = _loss_on(trainer, images, masks)
+    assert after < before - 0.1
+    out = trainer.out
+    for name in ("last.pt", "best.pt", "config.yaml", "metrics.jsonl", "metrics.csv"):
+        assert (out / name).is_file(), name
+    # training checkpoints load as models
+    model = fcnseg.load_model(out / "best.pt")
+    assert model.config["arch"] == "fcn8s"
+    ckpt = read_checkpoint(out / "last.pt")
+    assert ckpt["step"] == 3 and ckpt["train_config"]["model"]["arch"] == "fcn8s"
+    assert {"optimizer", "scheduler", "scaler", "rng", "epoch", "metrics"} <= set(ckpt)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_cfg, tmp_path):
+    # SGD + momentum + poly with warm-up, flips and colour jitter: every piece of state counts.
+    # 8 images / batch 2 = 4 steps per epoch: 6 steps cross an epoch boundary; the checkpoint
+    # at step 2 is mid-epoch.
+    common = (
+        "train.optimizer=sgd", "train.lr=0.01", "train.schedule=poly", "train.warmup_steps=2",
+        "train.max_steps=6", "train.checkpoint_every=2", "data.hflip=true",
+        "data.color_jitter=0.3", "model.arch=fcn32s",
+    )  # fmt: skip
+    full = train(tiny_cfg(*common, f"out={tmp_path / 'full'}"), progress=False)
+    assert full["step"] == 6
+
+    def stop_at_3(trainer):
+        if trainer.step == 3:
+            raise _Interrupt  # killed after step 3: last.pt holds step 2
+
+    cfg = tiny_cfg(*common, f"out={tmp_path / 'cut'}")
+    with pytest.raises(_Interrupt):
+        train(cfg, progress=False, callbacks=[stop_at_3])
+    assert read_checkpoint(tmp_path / "cut" / "last.pt")["step"] == 2
+    resumed = train(cfg, resume=True, progress=False)
+    assert resumed["step"] == 6
+
+    a = read_checkpoint(tmp_path / "full" / "last.pt")
+    b = read_checkpoint(tmp_path / "cut" / "last.pt")
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["epoch"] == b["epoch"] == 1
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tiny_cfg):
+    with pytest.raises(FileNotFoundError, match="last.pt"):
+        Trainer(tiny_cfg(), resume=True, progress=False)
+
+
+def test_nan_loss_stops_the_run_and_keeps_last_checkpoint(tiny_cfg):
+    trainer = Trainer(
+        tiny_cfg("model.arch=fcn32s", "train.max_steps=5", "train.checkpoint_every=1"),
+        progress=False,
+    )
+    criterion = trainer.criterion
+    trainer.criterion = lambda logits, masks: (
+        criterion(logits, masks) * (math.nan if trainer.step >= 2 else 1.0)
+    )
+    digest = {}
+    trainer.callbacks.append(
+        lambda t: digest.update(last=hashlib.sha256((t.out / "last.pt").read_bytes()).hexdigest())
+    )
+    with pytest.raises(TrainingDiverged, match="step 3") as info:
+        trainer.fit()
+    assert "learning rate" in str(info.value) and "last.pt" in str(info.value)
+    last = trainer.out / "last.pt"
+    assert hashlib.sha256(last.read_bytes()).hexdigest() == digest["last"]
+    assert read_checkpoint(last)["step"] == 2
+
+
+def test_cli_train_divergence_exits_2_with_the_step(tiny_cfg, tmp_path, capsys):
+    cfg_file = tmp_path / "recipe.yaml"
+    from fcnseg.config import save_config
+
+    save_config(tiny_cfg("model.arch=fcn32s"), cfg_file)
+    rc = main([
+        "train", "--config", str(cfg_file), "--no-progress",
+        "--set", "train.optimizer=sgd", "--set", "train.lr=1e12",
+        "--set", "train.loss_reduction=sum", "--set", "train.max_steps=4",
+        "--set", f"out={tmp_path / 'diverge'}",  # an absolute out must be given explicitly
+    ])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "loss is" in err and "at step" in err and "sum-reduced" in err
+
+
+def test_staged_init_copies_backbone_and_score_fr(tiny_cfg, tmp_path):
+    src = fcnseg.build_model("fcn32s", backbone="resnet18", num_classes=7)
+    with torch.no_grad():
+        for p in src.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    fcnseg.save_model(src, tmp_path / "fcn32s.pt")
+    trainer = Trainer(
+        tiny_cfg("model.arch=fcn16s", f"model.init_from={tmp_path / 'fcn32s.pt'}"), progress=False
+    )
+    dst = trainer.model.state_dict()
+    for key, value in src.state_dict().items():
+        if key.startswith(("backbone.", "score_fr.")):
+            assert torch.equal(dst[key], value), key
+    assert torch.count_nonzero(dst["score_pool4.weight"]) == 0  # the new skip starts at zero
+    assert any(k.startswith("backbone.") for k in trainer.init_copied)
+
+
+def test_num_classes_mismatch_is_a_user_error(tiny_cfg):
+    with pytest.raises(ValueError, match="num_classes"):
+        Trainer(tiny_cfg("model.num_classes=4"), progress=False)
