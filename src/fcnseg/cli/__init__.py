@@ -8,6 +8,7 @@ and exit with code 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -47,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # command not built yet
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+        # SUPPRESS: `fcnseg --debug CMD` and `fcnseg CMD --debug` both work
+        p.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+        )
         mod.add_arguments(p)
         p.set_defaults(run=mod.run)
     return parser
@@ -61,8 +65,17 @@ def main(argv: list[str] | None = None) -> int:
         print("fcnseg: interrupted", file=sys.stderr)
         return 130
     except user_errors() as e:
-        if args.debug:
+        return _report(args, e)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"fcnseg {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        return _report(args, e)  # disk full: the previous checkpoint is intact (atomic_save)
+
+
+def _report(args: argparse.Namespace, error: BaseException) -> int:
+    """One line naming the problem (the traceback with --debug), exit code 2."""
+    if args.debug:
+        raise error
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    print(f"fcnseg {args.command}: error: {message}", file=sys.stderr)
+    return 2

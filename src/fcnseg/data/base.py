@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from fcnseg.data.palettes import Palette, load_index_png, palette_for
+from fcnseg.data.validation import read_image
 
 __all__ = ["IMAGE_EXTENSIONS", "SegmentationDataset", "read_lines"]
 
@@ -76,12 +76,15 @@ class SegmentationDataset(Dataset):
     # --- reading --------------------------------------------------------------------------
     @staticmethod
     def load_image(path: str | Path) -> torch.Tensor:
-        """Read an image file as ``uint8`` ``(3, H, W)`` RGB (grey and RGBA converted)."""
-        try:
-            with Image.open(path) as img:
-                rgb = np.array(img.convert("RGB"))
-        except OSError as e:
-            raise RuntimeError(f"cannot read image {path}: {e}") from e
+        """Read an image file as ``uint8`` ``(3, H, W)`` RGB (grey and RGBA converted).
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: not an image, truncated or corrupt, or over the pixel limit
+                (``"<path>: unreadable or truncated image (...)"``; see
+                :func:`fcnseg.data.validation.read_image`).
+        """
+        rgb = np.array(read_image(path, "image").convert("RGB"))
         return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
 
     def load_mask(self, path: str | Path) -> torch.Tensor:

@@ -29,6 +29,8 @@ class CamVidSegmentation(FolderSegmentation):
         root: the folder holding ``classes.txt`` and ``{train,val,test}/``.
         split: ``train``, ``val`` or ``test``.
         transforms: ``callable(image, mask)`` applied to each sample.
+        strict: see :class:`~fcnseg.data.FolderSegmentation` (``False``: collect images
+            without masks in ``unpaired`` instead of raising).
     """
 
     dataset_name = "camvid"
@@ -38,7 +40,14 @@ class CamVidSegmentation(FolderSegmentation):
         root: str | Path,
         split: str = "train",
         transforms: Callable | None = None,
+        *,
+        strict: bool = True,
     ) -> None:
         super().__init__(
-            root, split, transforms, void_values=(CAMVID_VOID,), palette=CAMVID_PALETTE
+            root,
+            split,
+            transforms,
+            void_values=(CAMVID_VOID,),
+            palette=CAMVID_PALETTE,
+            strict=strict,
         )

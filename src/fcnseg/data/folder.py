@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from fcnseg.data.base import IMAGE_EXTENSIONS, SegmentationDataset, read_lines
 from fcnseg.data.palettes import Palette, rgb_to_index
+from fcnseg.data.validation import read_image
 
 __all__ = ["FolderSegmentation", "read_palette_file"]
 
@@ -59,6 +59,10 @@ class FolderSegmentation(SegmentationDataset):
         transforms: ``callable(image, mask)`` applied to each sample.
         void_values: mask values that mean "unlabelled"; mapped to 255 (ignore).
         palette: colours to use instead of ``palette.txt`` (for RGB masks and display).
+        strict: raise on an image without a mask and on an empty split (the default). With
+            ``False`` such images are left out of :attr:`files` and listed in
+            :attr:`unpaired` as ``(image, expected mask)``, and an empty split gives an empty
+            dataset: :func:`fcnseg.data.validation.check_dataset` reports them all at once.
 
     Raises:
         FileNotFoundError: ``classes.txt`` or the split folders are missing, or an image
@@ -75,6 +79,8 @@ class FolderSegmentation(SegmentationDataset):
         transforms: Callable | None = None,
         void_values: Sequence[int] = (),
         palette: Sequence[Sequence[int]] | None = None,
+        *,
+        strict: bool = True,
     ) -> None:
         name = self.dataset_name
         if root is None:
@@ -104,7 +110,8 @@ class FolderSegmentation(SegmentationDataset):
         images = sorted(
             p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
         )
-        if not images:
+        self.unpaired: list[tuple[Path, Path]] = []
+        if not images and strict:
             raise ValueError(f"{name}: no .png/.jpg/.jpeg images in {image_dir}")
         seen: dict[str, Path] = {}
         pairs = []
@@ -114,29 +121,30 @@ class FolderSegmentation(SegmentationDataset):
             seen[image.stem] = image
             mask = mask_dir / f"{image.stem}.png"
             if not mask.is_file():
-                raise FileNotFoundError(f"{name}: no mask {mask} for image {image}")
+                if strict:
+                    raise FileNotFoundError(f"{name}: no mask {mask} for image {image}")
+                self.unpaired.append((image, mask))
+                continue
             pairs.append((image, mask))
         self.files = pairs
 
     def load_mask(self, path: str | Path) -> torch.Tensor:
         """Index / palette PNG -> indices; RGB -> indices through the palette; voids -> 255."""
-        with Image.open(path) as img:
-            mode = img.mode
-            if mode in ("RGB", "RGBA"):
-                if self._colour_palette is None:
-                    raise ValueError(
-                        f"{path}: colour (RGB) mask but no {self._palette_file} to map colours "
-                        "to classes; add it ('r g b' per line) or save masks as index PNGs"
-                    )
-                labels = rgb_to_index(
-                    np.asarray(img.convert("RGB")), self._colour_palette, str(path)
+        img = read_image(path, "mask")  # ValueError naming the file when unreadable
+        mode = img.mode
+        if mode in ("RGB", "RGBA"):
+            if self._colour_palette is None:
+                raise ValueError(
+                    f"{path}: colour (RGB) mask but no {self._palette_file} to map colours "
+                    "to classes; add it ('r g b' per line) or save masks as index PNGs"
                 )
-            elif mode in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
-                labels = np.asarray(img).astype(np.int64)
-            elif mode == "LA":
-                labels = np.asarray(img.getchannel("L")).astype(np.int64)
-            else:
-                raise ValueError(f"{path}: unsupported mask mode {mode!r}")
+            labels = rgb_to_index(np.asarray(img.convert("RGB")), self._colour_palette, str(path))
+        elif mode in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
+            labels = np.asarray(img).astype(np.int64)
+        elif mode == "LA":
+            labels = np.asarray(img.getchannel("L")).astype(np.int64)
+        else:
+            raise ValueError(f"{path}: unsupported mask mode {mode!r}")
         for v in self.void_values:
             labels[labels == v] = self.ignore_index
         return torch.from_numpy(labels)

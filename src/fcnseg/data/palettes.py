@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fcnseg.data.validation import read_image
+
 __all__ = [
     "CAMVID_PALETTE",
     "CITYSCAPES_PALETTE",
@@ -179,17 +181,19 @@ def load_index_png(path: str | Path) -> np.ndarray:
         ``np.int64`` array ``(H, W)``.
 
     Raises:
-        ValueError: an RGB(A) image (use :func:`rgb_to_index` with a palette).
+        FileNotFoundError: no such file.
+        ValueError: an RGB(A) image (use :func:`rgb_to_index` with a palette), or a file
+            that is not a readable image (truncated, corrupt, over the pixel limit).
     """
-    with Image.open(path) as img:
-        if img.mode in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
-            return np.asarray(img).astype(np.int64)
-        if img.mode == "LA":
-            return np.asarray(img.getchannel("L")).astype(np.int64)
-        raise ValueError(
-            f"{path}: mask has mode {img.mode!r}; expected a single-channel index PNG "
-            f"(mode 'L') or a palette PNG (mode 'P')"
-        )
+    img = read_image(path, "mask")
+    if img.mode in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
+        return np.asarray(img).astype(np.int64)
+    if img.mode == "LA":
+        return np.asarray(img.getchannel("L")).astype(np.int64)
+    raise ValueError(
+        f"{path}: mask has mode {img.mode!r}; expected a single-channel index PNG "
+        f"(mode 'L') or a palette PNG (mode 'P')"
+    )
 
 
 def rgb_to_index(
@@ -212,7 +216,7 @@ def rgb_to_index(
     pos = np.clip(np.searchsorted(sorted_codes, code), 0, len(sorted_codes) - 1)
     found = sorted_codes[pos] == code
     if not found.all():
-        bad = np.unique(code[~found])[:5]
+        bad = np.unique(code[~found])[:5].tolist()  # plain ints: "(1, 2, 3)", not np.int64
         colours = ", ".join(str(((c >> 16) & 255, (c >> 8) & 255, c & 255)) for c in bad)
         raise ValueError(f"{source}: colours not in the palette: {colours}")
     return order[pos].astype(np.int64)

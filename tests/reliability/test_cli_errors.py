@@ -1,0 +1,116 @@
+"""The command line reports bad input in one line with exit code 2; ``--debug`` shows why.
+
+``fcnseg check-data`` on the bad folder of test_bad_data; ``fcnseg train`` on recipes with an
+unknown key, a wrong type, or an ``out`` that escapes the working folder.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from fcnseg.cli import main
+from fcnseg.config import ConfigError
+from tests.reliability.test_bad_data import (
+    good_labels,
+    make_bad_folder,
+    make_clean_folder,
+    write_mask,
+)
+
+
+def check_data(root, *extra: str) -> list[str]:
+    return ["check-data", "--dataset", "folder", "--root", str(root), "--no-progress", *extra]
+
+
+def test_check_data_lists_each_problem_with_counts_and_exits_2(tmp_path, capsys):
+    root = tmp_path / "data"
+    about = make_bad_folder(root)
+    assert main(check_data(root, "--split", "train,val")) == 2
+    out = capsys.readouterr().out
+    for kind, count in [
+        ("unreadable image", 2),
+        ("missing mask", 1),
+        ("colour mask", 1),
+        ("size mismatch", 1),
+        ("bad label values", 1),
+        ("empty split", 1),
+    ]:
+        assert re.search(rf"^{kind}\s+{count}$", out, re.MULTILINE), (kind, out)
+    assert re.search(r"^train\s+6$", out, re.MULTILINE) and re.search(r"^val\s+0$", out, re.M)
+    for path in about.values():
+        assert f"  {path}: " in out  # one "file: problem" line per bad file
+    assert "7 problems in 6 pairs:" in out
+
+
+def test_check_data_clean_exits_0(tmp_path, capsys):
+    root = make_clean_folder(tmp_path / "clean", splits=("train", "val"))
+    assert main(check_data(root)) == 0
+    out = capsys.readouterr().out
+    assert "no problems in 4 pairs" in out and re.search(r"^total\s+4$", out, re.MULTILINE)
+
+
+def test_check_data_prints_at_most_20_problem_lines(tmp_path, capsys):
+    root = make_clean_folder(tmp_path / "data", n=1)
+    for i in range(25):
+        (root / "train" / "images" / f"junk{i:02d}.png").write_text("junk")
+        write_mask(root / "train" / "masks" / f"junk{i:02d}.png", good_labels())
+    assert main(check_data(root, "--split", "train")) == 2
+    out = capsys.readouterr().out
+    assert "25 problems in 26 pairs (first 20 shown):" in out
+    assert len(re.findall(r"^  .*junk\d\d\.png: ", out, re.MULTILINE)) == 20
+
+
+def test_check_data_on_a_missing_dataset_is_a_problem_not_a_traceback(tmp_path, capsys):
+    assert main(check_data(tmp_path / "nowhere", "--split", "train")) == 2
+    captured = capsys.readouterr()
+    assert "unusable split" in captured.out and "classes.txt" in captured.out
+    assert "Traceback" not in captured.out + captured.err
+
+
+def test_check_data_user_error_is_one_line_and_debug_raises(tmp_path, capsys):
+    root = make_clean_folder(tmp_path / "data")
+    assert main(check_data(root, "--split", ",")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("fcnseg check-data: error: ")
+    with pytest.raises(ValueError, match="names no split"):
+        main([*check_data(root, "--split", ","), "--debug"])
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+def write_recipe(tmp_path, text: str):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "recipe, message",
+    [
+        ("train: {lrr: 0.1}\n", "unknown key 'train.lrr' (allowed: optimizer, lr,"),
+        ("train: {lr: abc}\n", "train.lr: expected float, got 'abc'"),
+        ("data: {batch_size: [8]}\n", "data.batch_size: expected int, got [8]"),
+        ("out: ../outside\n", "out: '../outside' has a '..' component"),
+        ("out: /tmp/elsewhere\n", "out: '/tmp/elsewhere' is absolute"),
+        ("data: {max_image_pixels: 0}\n", "data.max_image_pixels: expected a positive int"),
+    ],
+)
+def test_train_bad_recipe_is_one_line_exit_2_and_debug_shows_the_traceback(
+    tmp_path, capsys, recipe, message
+):
+    path = write_recipe(tmp_path, recipe)
+    assert main(["train", "--config", path]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"fcnseg train: error: {captured.err.split('error: ', 1)[1]}"
+    assert message in captured.err
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        main(["train", "--debug", "--config", path])
+
+
+def test_train_missing_recipe_file_is_one_line(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
