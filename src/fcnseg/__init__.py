@@ -6,6 +6,7 @@ CVPR 2015 / PAMI 2016. The public names below are fixed by DESIGN.md.
 
 from fcnseg import data, metrics
 from fcnseg.engine.checkpoint import load_model, save_model
+from fcnseg.inference import predict
 from fcnseg.models import (
     FCN,
     build_model,
@@ -33,5 +34,6 @@ __all__ = [
     "list_models",
     "load_model",
     "metrics",
+    "predict",
     "save_model",
 ]

@@ -210,3 +210,13 @@ def test_impossible_requests_are_clear_errors(kwargs, message):
     name = kwargs.pop("name")
     with pytest.raises(ValueError, match=message):
         fcnseg.build_model(name, **kwargs)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_every_head_compiles_with_torchscript(head):
+    model = randomize_scores(fcnseg.build_model(head, backbone="resnet18", num_classes=3)).eval()
+    scripted = torch.jit.script(model)
+    with torch.no_grad():
+        for size in [(45, 67), (64, 33)]:  # sizes are not frozen in the compiled graph
+            x = torch.randn(1, 3, *size)
+            torch.testing.assert_close(scripted(x), model(x))

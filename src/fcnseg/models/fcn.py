@@ -11,8 +11,6 @@ bilinear. Maps are aligned by cropping, the offsets derived from each map's pixe
 ``pad100=True`` this reproduces the reference's crops (19; 5, 27; 5, 9, 31) exactly.
 """
 
-from __future__ import annotations
-
 import torch
 from torch import nn
 
@@ -54,6 +52,10 @@ class FCN(nn.Module):
     # Python-side metadata that TorchScript need not (and cannot) compile.
     __jit_ignored_attributes__ = ["config"]
     __jit_unused_properties__ = ["preprocess", "class_names"]
+    # typed here so TorchScript compiles them even when empty (this module therefore keeps
+    # real annotation objects: no `from __future__ import annotations`)
+    skip_scales: dict[int, float]
+    crops: dict[int, tuple[int, int]]
 
     def __init__(
         self,

@@ -1,0 +1,103 @@
+"""``fcnseg predict --checkpoint CKPT INPUTS... --out DIR``: label images with a trained model.
+
+For every input image writes ``DIR/<stem>.png``: an index PNG of the image's size whose pixel
+values are the class indices and whose embedded palette colours them (viewers show colours,
+``fcnseg.data.load_index_png`` reads indices). ``--overlay`` adds ``<stem>_overlay.png`` (the
+colours blended over the image), ``--side-by-side`` adds ``<stem>_side.png`` (image | colours).
+Inputs are files, folders and globs; images are decoded by a DataLoader and batched when they
+share a size.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="an fcnseg checkpoint or .safetensors")
+    parser.add_argument("inputs", nargs="+", metavar="INPUTS", help="images, folders or globs")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png")
+    parser.add_argument(
+        "--alpha", type=float, default=0.5, help="weight of the colours in the overlay (0..1)"
+    )
+    parser.add_argument(
+        "--side-by-side", action="store_true", help="also write <stem>_side.png (image | labels)"
+    )
+    parser.add_argument("--tta", help="test-time augmentation, e.g. flip,0.75,1.0,1.25")
+    parser.add_argument("--window", type=int, help="sliding-window tile size in pixels")
+    parser.add_argument("--overlap", type=float, default=0.33, help="tile overlap (0..1)")
+    parser.add_argument("--batch-size", type=int, default=1, help="same-size images per pass")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument("--half", action="store_true", help="half-precision autocast")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def overlay(image: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
+    """``alpha * colours + (1 - alpha) * image``, uint8 (H, W, 3)."""
+    mixed = alpha * colours.astype(np.float32) + (1.0 - alpha) * image.astype(np.float32)
+    return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
+
+
+def _check_stems(paths: list[Path]) -> None:
+    seen: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in seen:
+            raise ValueError(
+                f"{seen[p.stem]} and {p} would both be written as {p.stem}.png; "
+                "predict them into different --out folders"
+            )
+        seen[p.stem] = p
+
+
+def run(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from fcnseg.data.palettes import colorize, save_index_png
+    from fcnseg.engine.checkpoint import load_model
+    from fcnseg.inference import expand_inputs, iter_predict, model_palette
+
+    if not 0.0 <= args.alpha <= 1.0:
+        raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
+    paths = expand_inputs(args.inputs)
+    _check_stems(paths)
+    model = load_model(args.checkpoint)
+    if model.num_classes > 256:
+        raise ValueError(f"{model.num_classes} classes do not fit an index PNG (at most 256)")
+    palette = model_palette(model)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    predictions = iter_predict(
+        model,
+        paths,
+        batch_size=args.batch_size,
+        device=args.device,
+        tta=args.tta,
+        window=args.window,
+        overlap=args.overlap,
+        half=args.half,
+        progress=not args.no_progress,
+        num_workers=args.workers,
+    )
+    written = 0
+    for p in predictions:
+        stem = paths[p.index].stem
+        save_index_png(p.labels, out / f"{stem}.png", palette)
+        if args.overlay or args.side_by_side:
+            image = p.image.permute(1, 2, 0).numpy()
+            colours = colorize(p.labels, palette)
+            if args.overlay:
+                Image.fromarray(overlay(image, colours, args.alpha)).save(
+                    out / f"{stem}_overlay.png"
+                )
+            if args.side_by_side:
+                Image.fromarray(np.concatenate([image, colours], axis=1)).save(
+                    out / f"{stem}_side.png"
+                )
+        written += 1
+    print(f"predicted {written} image(s) -> {out}")
+    return 0
