@@ -118,6 +118,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int | None = None  # steps; None = every epoch
     device: str = "auto"
+    sync_bn: bool = False  # DDP: BatchNorm statistics over the global batch (SyncBatchNorm)
 
 
 @dataclass

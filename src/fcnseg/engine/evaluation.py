@@ -15,11 +15,12 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from fcnseg.data import pad_collate
 from fcnseg.data.transforms import Normalize
+from fcnseg.engine.distributed import get_world_size, is_dist, is_main_process, shard_indices
 from fcnseg.metrics import BoundaryIoU, ConfusionMatrix
 
 __all__ = ["evaluate", "parse_tta", "tta_logits"]
@@ -103,8 +104,11 @@ def evaluate_with_matrix(
     progress: bool = True,
     num_workers: int = 0,
     ignore_index: int | None = None,
+    distributed: bool | None = None,
 ) -> tuple[dict, ConfusionMatrix]:
-    """:func:`evaluate`, also returning the accumulated :class:`ConfusionMatrix`."""
+    """:func:`evaluate`, also returning the accumulated :class:`ConfusionMatrix` (summed over
+    ranks when distributed)."""
+    model = getattr(model, "module", model)  # a DDP wrapper: its forward would synchronise
     num_classes = getattr(model, "num_classes", None) or dataset.num_classes
     if ignore_index is None:
         ignore_index = getattr(dataset, "ignore_index", 255)
@@ -114,6 +118,15 @@ def evaluate_with_matrix(
     scales, flip = parse_tta(tta)
     preprocess = getattr(model, "config", {}).get("preprocess")
     normalize = Normalize(preprocess)
+
+    if distributed is None:
+        distributed = is_dist() and get_world_size() > 1
+    if distributed and not is_dist():
+        raise ValueError("evaluate(distributed=True) needs an initialised process group")
+    if distributed:
+        # Every rank scores images rank, rank + W, ...: each image exactly once, none padded
+        # (DistributedSampler would repeat images to even out the shards).
+        dataset = Subset(dataset, shard_indices(len(dataset)))
 
     was_training = model.training
     model.to(device).eval()
@@ -129,7 +142,8 @@ def evaluate_with_matrix(
         collate_fn=functools.partial(pad_collate, ignore_index=ignore_index),
     )
     try:
-        for images, masks in tqdm(loader, desc="eval", disable=not progress, leave=False):
+        bar = tqdm(loader, desc="eval", disable=not (progress and is_main_process()), leave=False)
+        for images, masks in bar:
             if images.dtype == torch.uint8:  # a dataset without transforms: normalise here
                 images = normalize(images)
             images, masks = images.to(device), masks.to(device)
@@ -139,8 +153,9 @@ def evaluate_with_matrix(
             biou.update(pred, masks)
     finally:
         model.train(was_training)
-    cm.all_reduce()
-    biou.all_reduce()
+    if distributed:
+        cm.all_reduce()
+        biou.all_reduce()
     return {**cm.compute(), **biou.compute()}, cm
 
 
@@ -154,6 +169,7 @@ def evaluate(
     boundary_dilation: int | None = None,
     progress: bool = True,
     num_workers: int = 0,
+    distributed: bool | None = None,
 ) -> dict:
     """Score ``model`` on every image of ``dataset``, whole images.
 
@@ -168,7 +184,14 @@ def evaluate(
         device: where to run (default: the model's device).
         tta: ``None`` or ``["flip", 0.75, 1.0, 1.25]`` (see :func:`tta_logits`).
         boundary_dilation: Boundary IoU band width in pixels (None: 2% of the diagonal).
-        progress: show a tqdm bar.
+        progress: show a tqdm bar (on rank 0 only).
+        distributed: shard ``dataset`` over the ranks of the process group (rank ``r`` scores
+            images ``r, r + W, ...``) and sum the confusion matrix and Boundary IoU counts over
+            ranks, so every rank returns the scores of the whole dataset, equal to a
+            single-process evaluation (integer counts: exactly; with ``batch_size`` > 1, images
+            of unequal sizes and ``boundary_dilation=None`` the padded batches differ, and so
+            may the Boundary IoU band). ``None``: when a process
+            group of more than one rank is initialised. Every rank must call it.
 
     Returns:
         ``ConfusionMatrix.compute()`` merged with ``BoundaryIoU.compute()``: ``pixel_acc``,
@@ -187,6 +210,7 @@ def evaluate(
         boundary_dilation=boundary_dilation,
         progress=progress,
         num_workers=num_workers,
+        distributed=distributed,
     )
     return scores
 

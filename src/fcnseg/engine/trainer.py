@@ -16,6 +16,28 @@ same weights as an uninterrupted run (on the same device and thread count):
 - the model, optimiser, scheduler, scaler, global RNG states (torch, CUDA, numpy, python),
   step, epoch and position in the epoch are all in ``last.pt``.
 
+Distributed data parallel (``torchrun --nproc-per-node N -m fcnseg train ...``). When torchrun's
+environment describes more than one process, the trainer joins the process group
+(:func:`~fcnseg.engine.distributed.init_distributed`: NCCL on GPUs, gloo on the CPU) and wraps
+the model in ``DistributedDataParallel``. The run is defined by its global batch, so that the
+same recipe gives the same weights whatever the number of processes:
+
+- ``data.batch_size`` is the GLOBAL batch (all ranks together; it must be divisible by the
+  world size). The global batch of step ``t`` is the same set of samples for any world size:
+  rank ``r`` takes the ``r``-th contiguous slice of the batch drawn from ``(seed, epoch)``.
+- the ``"mean"`` loss is the mean over the valid (non-ignore) pixels of the global batch: each
+  rank sums its pixel losses and divides by the all-reduced global pixel count (class-weight
+  sum), times the world size, so DDP's gradient averaging yields exactly the global mean
+  (averaging per-rank means would weight pixels unequally when ranks hold different numbers
+  of ignore pixels). ``"sum"`` divides by the global number of images the same way.
+- with ``train.sync_bn`` BatchNorm layers use global-batch statistics (torch's SyncBatchNorm on
+  CUDA, :class:`~fcnseg.engine.distributed.SyncBatchNorm2d` on the CPU); without it each
+  rank normalises with its own slice's statistics (torchvision's default), which is not the
+  single-process computation. Dropout masks are drawn per rank.
+- checkpoints hold the unwrapped model, step, epoch and the position in the epoch in global
+  batches, so a run resumes under another world size at the right sample.
+- evaluation shards the val set over the ranks and all-reduces the confusion matrix.
+
 Everything written to disk goes through :func:`~fcnseg.engine.distributed.is_main_process`.
 """
 
@@ -34,15 +56,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from fcnseg.config import Config, config_to_dict, save_config, stage_configs
 from fcnseg.data import build_dataset, build_transforms, pad_collate
 from fcnseg.engine.checkpoint import read_checkpoint, save_model
-from fcnseg.engine.distributed import is_main_process
+from fcnseg.engine.distributed import (
+    all_reduce_sum,
+    any_rank,
+    barrier,
+    broadcast_buffers,
+    convert_sync_batchnorm,
+    get_rank,
+    get_world_size,
+    init_distributed,
+    is_main_process,
+)
 from fcnseg.engine.evaluation import evaluate, json_safe
-from fcnseg.engine.loss import build_loss
+from fcnseg.engine.loss import SegmentationLoss, build_loss
 from fcnseg.engine.optim import build_optimizer, build_scheduler
 from fcnseg.models import build_model, transfer_weights
 from fcnseg.models.weights import check_compatible, read_fcn_weights
@@ -116,20 +150,36 @@ class _EpochBatches(Sampler):
     """Batches of ``(epoch, index)`` keys: the permutation of epoch ``e`` is a function of
     ``(seed, e)``; an epoch is ``num_batches`` full batches (the remainder is dropped, as
     torchvision's reference does with ``drop_last=True``), the first ``skip`` of which are
-    left out (resuming mid-epoch)."""
+    left out (resuming mid-epoch).
+
+    ``batch_size`` is the global batch; with ``world_size`` > 1 rank ``rank`` gets the
+    ``rank``-th contiguous slice of ``batch_size // world_size`` keys of each global batch, so
+    the union over ranks of step ``t`` is the same set of samples for any world size."""
 
     def __init__(
-        self, n: int, batch_size: int, num_batches: int, seed: int, epoch: int, skip: int = 0
+        self,
+        n: int,
+        batch_size: int,
+        num_batches: int,
+        seed: int,
+        epoch: int,
+        skip: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        if batch_size % world_size:
+            raise ValueError(f"batch size {batch_size} is not divisible by {world_size} ranks")
         self.n, self.batch_size, self.num_batches = n, batch_size, num_batches
         self.seed, self.epoch, self.skip = seed, epoch, skip
+        self.rank, self.world_size = rank, world_size
 
     def __iter__(self):
         g = torch.Generator().manual_seed(_sample_seed(self.seed, self.epoch, -1))
         order = torch.randperm(self.n, generator=g).tolist()
+        local = self.batch_size // self.world_size
         for b in range(self.skip, self.num_batches):
-            batch = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield [(self.epoch, i) for i in batch]
+            start = b * self.batch_size + self.rank * local
+            yield [(self.epoch, i) for i in order[start : start + local]]
 
     def __len__(self) -> int:
         return max(self.num_batches - self.skip, 0)
@@ -240,13 +290,16 @@ class Trainer:
         self.progress = progress
         self.callbacks = list(callbacks or [])
         self.out = Path(cfg.out)
-        self.main = is_main_process()
         t = cfg.train
         if t.grad_accum < 1:
             raise ValueError(f"train.grad_accum must be >= 1, got {t.grad_accum}")
         if cfg.data.batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {cfg.data.batch_size}")
-        self.device = resolve_device(t.device)
+        # Under torchrun: join the process group (NCCL for CUDA, gloo for the CPU);
+        # LOCAL_RANK picks this rank's GPU. A no-op for a single process.
+        self.device = init_distributed(resolve_device(t.device))
+        self.rank, self.world_size = get_rank(), get_world_size()
+        self.main = is_main_process()
         seed_everything(t.seed)
 
         # ---- data
@@ -282,6 +335,8 @@ class Trainer:
             self.init_copied = transfer_weights(self.model, state)
             if not self.init_copied:
                 raise ValueError(f"model.init_from={m.init_from}: no parameter fits {m.arch}")
+        if t.sync_bn:
+            convert_sync_batchnorm(self.model, self.device)
         self.model.to(self.device)
         preprocess = self.model.preprocess
         self.train_set.transforms = build_transforms(
@@ -297,14 +352,19 @@ class Trainer:
         self.val_set.transforms = build_transforms(
             train=False, preprocess=preprocess, base_size=d.base_size
         )
-        # Whole images (crop_size null) are trained one at a time, as the paper does (batch 1);
-        # crops are batched.
-        self.batch_size = d.batch_size if d.crop_size else 1
-        if not d.crop_size and d.batch_size != 1:
+        # Whole images (crop_size null) are trained one at a time per process, as the paper
+        # does (batch 1); crops are batched. data.batch_size is the global batch.
+        self.batch_size = d.batch_size if d.crop_size else self.world_size
+        if not d.crop_size and d.batch_size != self.batch_size:
             warnings.warn(
-                f"data.crop_size is null: training on whole images with batch size 1 "
-                f"(data.batch_size={d.batch_size} applies to crops)",
+                f"data.crop_size is null: training on whole images, one per process (global "
+                f"batch {self.batch_size}; data.batch_size={d.batch_size} applies to crops)",
                 stacklevel=2,
+            )
+        if self.batch_size % self.world_size:
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is the global batch: it must be divisible "
+                f"by the {self.world_size} processes (each gets batch_size / world size)"
             )
         self.samples = _SeededSamples(self.train_set, t.seed)
         full_batches = max(len(self.train_set) // self.batch_size, 1)
@@ -347,6 +407,19 @@ class Trainer:
         self.stop_reason = ""
         if resume:
             self._load_last()
+
+        # ---- data parallel: the wrapper runs the training forward; self.model stays the
+        # plain FCN (what checkpoints, evaluation and callbacks see).
+        self.net: torch.nn.Module = self.model
+        if self.world_size > 1:
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None
+            )
+            if self.rank > 0:
+                # Dropout masks differ between ranks; rank 0 keeps the seeded/restored stream
+                # (the one checkpoints store).
+                seq = np.random.SeedSequence([abs(t.seed), 2**31 + self.rank, self.step])
+                torch.manual_seed(int(seq.generate_state(1)[0]))
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -399,6 +472,8 @@ class Trainer:
             t.seed,
             self.epoch,
             self.epoch_batches,
+            rank=self.rank,
+            world_size=self.world_size,
         )
         return DataLoader(
             self.samples,
@@ -415,6 +490,32 @@ class Trainer:
         if self.amp_dtype is None:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """This rank's loss, such that DDP's gradient average is the gradient of the loss of
+        the global batch (the per-rank criterion when there is one process)."""
+        crit = self.criterion
+        if self.world_size == 1 or not isinstance(crit, SegmentationLoss):
+            return crit(logits, masks)
+        if crit.reduction == "sum":
+            return crit(logits, masks)  # / local images: equal on every rank, so exact
+        # "mean": sum of (weighted) pixel losses / global (weighted) count of valid pixels,
+        # times W because DDP divides the summed gradients by W.
+        total = F.cross_entropy(
+            logits.float(), masks, weight=crit.weight, ignore_index=crit.ignore_index,
+            reduction="sum",
+        )  # fmt: skip
+        valid = masks != crit.ignore_index
+        count = valid.sum() if crit.weight is None else crit.weight[masks[valid]].sum()
+        count = all_reduce_sum(count.to(torch.float64).reshape(1))
+        return total * (self.world_size / count).to(total.dtype).squeeze(0)
+
+    def _global_value(self, loss: torch.Tensor) -> float:
+        """The loss of the global batch as a float, identical on every rank."""
+        value = loss.detach().float().reshape(1)
+        if self.world_size > 1:
+            value = all_reduce_sum(value.clone()) / self.world_size
+        return float(value)
 
     def _diverged(self, loss: float) -> TrainingDiverged:
         t = self.cfg.train
@@ -439,12 +540,20 @@ class Trainer:
             return f"max_steps={t.max_steps} reached"
         if self.epoch >= t.epochs:
             return f"epochs={t.epochs} done"
-        if t.max_minutes is not None and (time.perf_counter() - start) / 60 >= t.max_minutes:
-            return f"max_minutes={t.max_minutes} reached"
+        if t.max_minutes is not None:
+            late = (time.perf_counter() - start) / 60 >= t.max_minutes
+            if self.world_size > 1:  # clocks differ: stop every rank at the same step
+                late = any_rank(late, self.device)
+            if late:
+                return f"max_minutes={t.max_minutes} reached"
         return ""
 
     def run_eval(self) -> dict:
-        """Score the current model on the val split; log it; save ``best.pt`` on a new best."""
+        """Score the current model on the val split; log it; save ``best.pt`` on a new best.
+
+        Distributed: every rank scores its shard of the val set with rank 0's BatchNorm
+        statistics (the weights rank 0 saves); the scores are those of the whole set."""
+        broadcast_buffers(self.model)
         scores = evaluate(
             self.model,
             self.val_set,
@@ -490,7 +599,7 @@ class Trainer:
             self.log.write(
                 "init", self.step, init_from=cfg.model.init_from, copied=len(self.init_copied)
             )
-        self.model.train()
+        self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         bar = tqdm(
             total=self.total_steps, initial=self.step, desc=f"train {cfg.model.arch}",
@@ -507,18 +616,21 @@ class Trainer:
                 for images, masks in self._loader():
                     images = images.to(self.device, non_blocking=True)
                     masks = masks.to(self.device, non_blocking=True)
-                    with self._autocast():
-                        logits = self.model(images)
-                    loss = self.criterion(logits, masks)
-                    value = float(loss.detach())
-                    if not math.isfinite(value):
-                        self.optimizer.zero_grad(set_to_none=True)
-                        raise self._diverged(value)
-                    self.scaler.scale(loss / t.grad_accum).backward()
+                    # DDP: all-reduce gradients on the last micro-batch of a step only.
+                    sync = self.world_size == 1 or micro + 1 == t.grad_accum
+                    with nullcontext() if sync else self.net.no_sync():
+                        with self._autocast():
+                            logits = self.net(images)
+                        loss = self._loss(logits, masks)
+                        value = self._global_value(loss)  # the same on every rank
+                        if not math.isfinite(value):
+                            self.optimizer.zero_grad(set_to_none=True)
+                            raise self._diverged(value)
+                        self.scaler.scale(loss / t.grad_accum).backward()
                     self.epoch_batches += 1
                     micro += 1
                     step_loss += value / t.grad_accum
-                    step_images += images.shape[0]
+                    step_images += images.shape[0] * self.world_size
                     if micro < t.grad_accum:
                         continue
                     # ---- one optimiser step
@@ -563,7 +675,7 @@ class Trainer:
                     if every_eval and self.step % every_eval == 0 and not self.stop_reason:
                         self.run_eval()
                         evaluated_at = self.step
-                        self.model.train()
+                        self.net.train()
                     if t.checkpoint_every:
                         if self.step % t.checkpoint_every == 0:
                             self.save_checkpoint()
@@ -581,6 +693,7 @@ class Trainer:
             self.log.close()
         if self.main and not (self.out / "best.pt").exists():
             self.save_checkpoint("best.pt")  # every eval was NaN: keep the final weights
+        barrier()  # every rank returns once rank 0's files are written (the next stage reads them)
         return {
             "step": self.step,
             "epoch": self.epoch,
