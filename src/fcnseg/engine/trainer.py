@@ -63,6 +63,7 @@ from tqdm.auto import tqdm
 
 from fcnseg.config import Config, config_to_dict, save_config, stage_configs
 from fcnseg.data import build_dataset, build_transforms, pad_collate
+from fcnseg.data.validation import set_max_image_pixels
 from fcnseg.engine.checkpoint import read_checkpoint, save_model
 from fcnseg.engine.distributed import (
     all_reduce_sum,
@@ -304,6 +305,8 @@ class Trainer:
 
         # ---- data
         d = cfg.data
+        if d.max_image_pixels:  # decompression-bomb guard (PIL's default otherwise)
+            set_max_image_pixels(d.max_image_pixels)
         ds_kwargs = dict(d.options)
         self.train_set = build_dataset(d.dataset, d.root, d.train_split, **ds_kwargs)
         self.val_set = build_dataset(d.dataset, d.root, d.val_split, **ds_kwargs)

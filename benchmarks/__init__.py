@@ -1,0 +1,1 @@
+"""Reproducible speed comparisons of fcnseg against its peers (``python -m benchmarks.run``)."""

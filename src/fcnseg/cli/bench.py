@@ -1,0 +1,96 @@
+"""``fcnseg bench``: latency, throughput, FLOPs and memory of one configuration (and its peers).
+
+    fcnseg bench --model fcn8s --backbone vgg16 --size 500x500 --batch 1 [--pad100]
+                 [--device cpu|cuda] [--dtype fp32|bf16|fp16] [--channels-last] [--optimize]
+                 [--train] [--peers] [--isolate] [--json FILE]
+
+Each configuration runs through ``fcnseg.bench.run_benchmark``; with ``--peers`` the same
+harness measures torchfcn's network of the same head (VGG16) and torchvision's fcn_resnet50
+with the same input, dtype, device and memory format, then prints fcnseg / peer ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from fcnseg.bench import DTYPES
+    from fcnseg.models import list_backbones, list_models
+
+    parser.add_argument("--model", default="fcn8s", choices=list_models())
+    parser.add_argument("--backbone", default="vgg16", choices=list_backbones())
+    parser.add_argument("--size", default="500x500", help="input HxW (default 500x500)")
+    parser.add_argument("--batch", type=int, default=1, help="images per forward (default 1)")
+    parser.add_argument("--num-classes", type=int, default=21)
+    parser.add_argument("--pad100", action="store_true", help="the Caffe reference geometry")
+    parser.add_argument("--weights", default=None, help="full-FCN weights file (optional)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
+    parser.add_argument("--channels-last", action="store_true", help="NHWC model and input")
+    parser.add_argument(
+        "--optimize",
+        action="store_true",
+        help="fcnseg only: optimize_for_inference (keeps the fastest of its candidates)",
+    )
+    parser.add_argument("--train", action="store_true", help="also time a training step")
+    parser.add_argument("--train-size", default=None, help="HxW of the training step")
+    parser.add_argument("--train-batch", type=int, default=None)
+    parser.add_argument("--peers", action="store_true", help="measure the peers in the same run")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--isolate",
+        action="store_true",
+        help="each configuration in a fresh process (fair peak RSS; slower)",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+
+
+def run(args: argparse.Namespace) -> int:
+    from fcnseg.bench import format_table, parse_size, peers_for, run_benchmark
+
+    if args.batch < 1 or args.repeat < 1 or args.warmup < 0:
+        raise ValueError("--batch and --repeat must be >= 1, --warmup >= 0")
+    common = dict(
+        size=parse_size(args.size),
+        batch=args.batch,
+        num_classes=args.num_classes,
+        device=args.device,
+        dtype=args.dtype,
+        channels_last=args.channels_last,
+        train=args.train,
+        train_size=parse_size(args.train_size) if args.train_size else None,
+        train_batch=args.train_batch,
+        warmup=args.warmup,
+        repeat=args.repeat,
+        isolate=args.isolate,
+    )
+    rows = [
+        run_benchmark(
+            args.model,
+            backbone=args.backbone,
+            pad100=args.pad100,
+            weights=args.weights,
+            optimize=args.optimize,
+            **common,
+        )
+    ]
+    if args.peers:
+        for peer in peers_for(args.model, args.backbone):
+            rows.append(run_benchmark(peer=peer, **common))
+    machine = rows[0]["machine"]
+    print(format_table(rows))
+    gemm = rows[0].get("gemm_peak_gflops")
+    print(
+        f"\n{machine['cpu']}, {machine['torch_threads']} threads, torch {machine['torch']}"
+        + (f", {gemm:.0f} GFLOP/s {args.dtype} GEMM peak" if gemm else "")
+        + (f", load {machine['load_avg_1m']:.2f}" if machine.get("load_avg_1m") is not None else "")
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2))
+        print(f"wrote {args.json}")
+    return 0

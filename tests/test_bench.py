@@ -1,0 +1,55 @@
+"""Smoke test of the benchmark harness: it runs on a tiny model and reports its figures.
+
+No timing assertions: benchmarks are not tests (see benchmarks/README.md)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fcnseg.bench import bench_confusion_matrix, format_table, parse_size, run_benchmark
+from fcnseg.models.optimize import optimize_for_inference
+
+
+def _tiny() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1))
+
+
+def test_run_benchmark_reports_the_figures():
+    r = run_benchmark(
+        module=_tiny(), size="16x24", batch=2, num_classes=3, train=True, warmup=0, repeat=2
+    )
+    for key in (
+        "params",
+        "gflops",
+        "latency_ms",
+        "latency_ms_min",
+        "images_per_s",
+        "achieved_gflops_per_s",
+        "gemm_peak_gflops",
+        "peak_fraction",
+        "train_step_ms",
+        "train_images_per_s",
+        "peak_rss_mib",
+        "machine",
+    ):
+        assert key in r, key
+    assert r["params"] == 3 * 4 * 9 + 4 + 4 * 3 + 3
+    assert r["gflops"] > 0 and r["latency_ms"] > 0 and r["peak_rss_mib"] > 0
+    assert "latency" in format_table([r, r]).splitlines()[-2]  # the ratio table
+
+
+def test_parse_size_and_confusion_matrix_bench():
+    assert parse_size("360x480") == (360, 480) and parse_size("64") == (64, 64)
+    assert bench_confusion_matrix(num_classes=3, shape=(1, 8, 8), repeat=1)["mpixels_per_s"] > 0
+
+
+def test_optimize_for_inference_keeps_outputs():
+    net = _tiny().eval()
+    x = torch.randn(1, 3, 16, 16)
+    small = x[:, :, :8]
+    with torch.no_grad():
+        ref, ref_small = net(x), net(small)
+    fast = optimize_for_inference(net, freeze=True, example=x)
+    torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast(small), ref_small, rtol=1e-4, atol=1e-5)  # eager fallback
