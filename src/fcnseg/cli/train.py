@@ -18,7 +18,9 @@ from fcnseg.config import load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML recipe (see configs/)")
+    parser.add_argument(
+        "--config", default=None, help="YAML recipe (see configs/); default: the built-in defaults"
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -43,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _child_argv(args: argparse.Namespace) -> list[str]:
     """The command line each torchrun process runs (this one, without ``--nproc``)."""
-    argv = ["train", "--config", args.config]
+    argv = ["train"] + (["--config", args.config] if args.config else [])
     for item in args.overrides:
         argv += ["--set", item]
     if args.resume:

@@ -44,6 +44,8 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed mid-save
+        stale.unlink(missing_ok=True)
     return path
 
 
