@@ -42,6 +42,7 @@ class CamVidSegmentation(FolderSegmentation):
         transforms: Callable | None = None,
         *,
         strict: bool = True,
+        limit: int | None = None,
     ) -> None:
         super().__init__(
             root,
@@ -50,4 +51,5 @@ class CamVidSegmentation(FolderSegmentation):
             void_values=(CAMVID_VOID,),
             palette=CAMVID_PALETTE,
             strict=strict,
+            limit=limit,
         )

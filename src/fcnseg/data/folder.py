@@ -63,6 +63,8 @@ class FolderSegmentation(SegmentationDataset):
             ``False`` such images are left out of :attr:`files` and listed in
             :attr:`unpaired` as ``(image, expected mask)``, and an empty split gives an empty
             dataset: :func:`fcnseg.data.validation.check_dataset` reports them all at once.
+        limit: keep only the first ``limit`` pairs (sorted by file name); ``None`` keeps all.
+            For quick runs and tests (``data.options: {limit: 8}`` in a recipe).
 
     Raises:
         FileNotFoundError: ``classes.txt`` or the split folders are missing, or an image
@@ -81,8 +83,11 @@ class FolderSegmentation(SegmentationDataset):
         palette: Sequence[Sequence[int]] | None = None,
         *,
         strict: bool = True,
+        limit: int | None = None,
     ) -> None:
         name = self.dataset_name
+        if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
+            raise ValueError(f"{name}: limit must be a positive int or None, got {limit!r}")
         if root is None:
             raise ValueError(f"{name}: root is required")
         super().__init__(root, split, transforms)
@@ -126,7 +131,7 @@ class FolderSegmentation(SegmentationDataset):
                 self.unpaired.append((image, mask))
                 continue
             pairs.append((image, mask))
-        self.files = pairs
+        self.files = pairs if limit is None else pairs[: int(limit)]
 
     def load_mask(self, path: str | Path) -> torch.Tensor:
         """Index / palette PNG -> indices; RGB -> indices through the palette; voids -> 255."""
