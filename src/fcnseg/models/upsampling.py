@@ -88,7 +88,7 @@ class BilinearUpsample(nn.Module):
         super().__init__()
         if src.stride % factor:
             raise ValueError(f"factor {factor} does not divide stride {src.stride}")
-        self.factor, self.pad = factor, pad
+        self.factor, self.pad, self.learnable = factor, pad, learnable
         self.deconv = nn.ConvTranspose2d(channels, channels, kernel_size, stride=factor, bias=False)
         with torch.no_grad():
             self.deconv.weight.copy_(bilinear_kernel(channels, kernel_size))
@@ -100,7 +100,13 @@ class BilinearUpsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad:
             x = F.pad(x, (self.pad,) * 4, mode="replicate")
-        return self.deconv(x)
+        if self.learnable:
+            return self.deconv(x)
+        # Frozen weights are diagonal (class c feeds class c only): a depthwise transposed
+        # convolution gives the same result with 1/C of the work. The (C, C, k, k) parameter
+        # stays, so state dicts keep the reference layout.
+        w = self.deconv.weight.diagonal(dim1=0, dim2=1).permute(2, 0, 1).unsqueeze(1)
+        return F.conv_transpose2d(x, w, stride=self.factor, groups=x.shape[1])
 
 
 def crop_offset(src: Grid, dst: Grid) -> int:
