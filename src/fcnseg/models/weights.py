@@ -94,7 +94,5 @@ def transfer_weights(dst: nn.Module, src_state: dict[str, torch.Tensor]) -> list
     """
     own = dst.state_dict()
     copied = [k for k, v in src_state.items() if k in own and own[k].shape == v.shape]
-    with torch.no_grad():
-        for k in copied:
-            own[k].copy_(src_state[k])
+    dst.load_state_dict({k: src_state[k] for k in copied}, strict=False)
     return copied
