@@ -178,8 +178,11 @@ def peers_for(arch: str, backbone: str) -> list[str]:
 # --------------------------------------------------------------------------- measuring
 
 
-def parse_size(text: str | Iterable[int]) -> tuple[int, int]:
-    """``"500x500"``, ``"360x480"`` (height x width), ``"512"`` or ``(h, w)`` -> ``(h, w)``."""
+def parse_size(text: str | Iterable[int], name: str = "size") -> tuple[int, int]:
+    """``"500x500"``, ``"360x480"`` (height x width), ``"512"`` or ``(h, w)`` -> ``(h, w)``.
+
+    ``name`` (e.g. the command-line flag) starts the error message.
+    """
     if not isinstance(text, str):
         h, w = text
         return int(h), int(w)
@@ -187,11 +190,11 @@ def parse_size(text: str | Iterable[int]) -> tuple[int, int]:
     try:
         dims = [int(p) for p in parts]
     except ValueError:
-        raise ValueError(f"size must be HxW (e.g. 500x500), got {text!r}") from None
+        raise ValueError(f"{name}: expected HxW such as 500x500, got {text!r}") from None
     if len(dims) == 1:
         dims = dims * 2
     if len(dims) != 2 or min(dims) < 1:
-        raise ValueError(f"size must be HxW with positive sides, got {text!r}")
+        raise ValueError(f"{name}: expected HxW with positive sides, got {text!r}")
     return dims[0], dims[1]
 
 

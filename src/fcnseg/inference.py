@@ -571,21 +571,13 @@ def predict(
         ValueError: an unreadable image, a bad ``tta``, ``window`` or ``overlap``, an image
             smaller than the backbone accepts.
     """
-    out: dict[int, torch.Tensor] = {}
-    for p in iter_predict(
-        model,
-        images,
-        batch_size=batch_size,
-        device=device,
-        tta=tta,
-        window=window,
-        overlap=overlap,
-        half=half,
-        progress=progress,
-        num_workers=num_workers,
-    ):
-        out[p.index] = p.labels
-    return [out[i] for i in range(len(out))]
+    return _collect(
+        iter_predict(
+            model, images, batch_size=batch_size, device=device, tta=tta, window=window,
+            overlap=overlap, half=half, progress=progress, num_workers=num_workers,
+        ),
+        "labels",
+    )  # fmt: skip
 
 
 def predict_logits(
@@ -606,21 +598,19 @@ def predict_logits(
     Without TTA these are the model's logits; with TTA, the log of the averaged probabilities
     (``argmax`` of either is the prediction).
     """
-    out: dict[int, torch.Tensor] = {}
-    for p in iter_predict(
-        model,
-        images,
-        batch_size=batch_size,
-        device=device,
-        tta=tta,
-        window=window,
-        overlap=overlap,
-        half=half,
-        progress=progress,
-        num_workers=num_workers,
-        return_logits=True,
-    ):
-        out[p.index] = p.logits
+    return _collect(
+        iter_predict(
+            model, images, batch_size=batch_size, device=device, tta=tta, window=window,
+            overlap=overlap, half=half, progress=progress, num_workers=num_workers,
+            return_logits=True,
+        ),
+        "logits",
+    )  # fmt: skip
+
+
+def _collect(predictions: Iterable[Prediction], field: str) -> list[torch.Tensor]:
+    """One ``field`` of each streamed prediction, back in input order."""
+    out = {p.index: getattr(p, field) for p in predictions}
     return [out[i] for i in range(len(out))]
 
 

@@ -55,14 +55,14 @@ def run(args: argparse.Namespace) -> int:
     if args.batch < 1 or args.repeat < 1 or args.warmup < 0:
         raise ValueError("--batch and --repeat must be >= 1, --warmup >= 0")
     common = dict(
-        size=parse_size(args.size),
+        size=parse_size(args.size, "--size"),
         batch=args.batch,
         num_classes=args.num_classes,
         device=args.device,
         dtype=args.dtype,
         channels_last=args.channels_last,
         train=args.train,
-        train_size=parse_size(args.train_size) if args.train_size else None,
+        train_size=parse_size(args.train_size, "--train-size") if args.train_size else None,
         train_batch=args.train_batch,
         warmup=args.warmup,
         repeat=args.repeat,

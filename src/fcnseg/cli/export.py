@@ -9,19 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"256x320"`` -> ``(256, 320)`` (height x width); a single number means a square."""
-    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", text)
-    if not m:
-        raise ValueError(f"--size: expected HxW such as 256x320, got {text!r}")
-    h = int(m.group(1))
-    w = int(m.group(2)) if m.group(2) else h
-    if h < 1 or w < 1:
-        raise ValueError(f"--size: sizes must be positive, got {text!r}")
-    return h, w
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fcnseg.bench import parse_size
     from fcnseg.engine.checkpoint import load_model
     from fcnseg.export import (
         export_onnx,
@@ -46,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         format_report,
     )
 
-    height, width = parse_size(args.size)
+    height, width = parse_size(args.size, "--size")
     model = load_model(args.checkpoint)
     example = (1, 3, height, width)
     if args.fmt == "onnx":

@@ -79,6 +79,7 @@ from fcnseg.engine.distributed import (
 from fcnseg.engine.evaluation import evaluate, json_safe
 from fcnseg.engine.loss import SegmentationLoss, build_loss
 from fcnseg.engine.optim import build_optimizer, build_scheduler
+from fcnseg.inference import resolve_device  # one device rule for training and inference
 from fcnseg.models import build_model, transfer_weights
 from fcnseg.models.weights import check_compatible, read_fcn_weights
 
@@ -97,16 +98,6 @@ CSV_COLUMNS = ("event", "step", "epoch", "time_s", "loss", "lr", "images_per_s",
 
 class TrainingDiverged(ValueError):
     """The loss became NaN or infinite; the step was refused and the run stopped."""
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"`` -> ``cuda`` if available else ``cpu``; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r} but CUDA is not available")
-    return device
 
 
 def seed_everything(seed: int) -> None:
