@@ -22,9 +22,13 @@ on it and the fastest is kept (as ``cudnn.benchmark`` does for kernels).
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from fcnseg.models.onednn import available as onednn_available
+from fcnseg.models.onednn import to_onednn
 
 
 class OptimizedModel(nn.Module):
@@ -47,7 +51,8 @@ class OptimizedModel(nn.Module):
         self.memory_format = memory_format
         self.frozen = frozen
         self._frozen_key = frozen_key
-        self.choice: tuple[bool, bool] | None = None  # (channels_last, freeze) when chosen
+        self.choice: str | None = None  # the candidate's name (``CANDIDATES``) when chosen
+        self.timings_ms: dict[str, float] = {}  # median ms of each timed candidate
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -68,18 +73,40 @@ def _key(x: torch.Tensor) -> tuple:
     return (tuple(x.shape), x.dtype, x.device)
 
 
-def _candidate(
-    model: nn.Module, channels_last: bool, freeze: bool, example: torch.Tensor | None
+@dataclass(frozen=True)
+class Candidate:
+    """One way to run the model: NHWC or not, oneDNN layers or not, traced + frozen or not."""
+
+    name: str
+    channels_last: bool
+    freeze: bool = False
+    onednn: bool = False
+
+
+# What ``optimize_for_inference`` chooses from. Order matters only for ties.
+CANDIDATES = (
+    Candidate("onednn", channels_last=True, onednn=True),
+    Candidate("channels_last", channels_last=True),
+    Candidate("frozen", channels_last=False, freeze=True),
+    Candidate("frozen_channels_last", channels_last=True, freeze=True),
+)
+
+
+def _build_candidate(
+    model: nn.Module, candidate: Candidate, example: torch.Tensor | None
 ) -> OptimizedModel:
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    fmt = torch.channels_last if candidate.channels_last else torch.contiguous_format
+    if candidate.onednn:
+        # a new module tree sharing the untransformed tensors; works for every input shape
+        return OptimizedModel(to_onednn(model), fmt)
     model = model.to(memory_format=fmt)
-    if not freeze:
+    if not candidate.freeze:
         return OptimizedModel(model, fmt)
     x = example.contiguous(memory_format=fmt)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarning (shape-specialised crops), deprecations
         frozen = torch.jit.freeze(torch.jit.trace(model, x, check_trace=False))
-        if not channels_last:
+        if not candidate.channels_last:
             # oneDNN blocked layout end to end: measured faster for NCHW, slower for NHWC
             frozen = torch.jit.optimize_for_inference(frozen)
         for _ in range(2):  # the profiling executor specialises on the first calls
@@ -87,15 +114,12 @@ def _candidate(
     return OptimizedModel(model, fmt, frozen, _key(x))
 
 
-# The candidates ``optimize_for_inference`` times when left to choose (channels_last, freeze).
-CANDIDATES = ((True, False), (False, True), (True, True))
-
-
 def optimize_for_inference(
     model: nn.Module,
     *,
     channels_last: bool | None = None,
     freeze: bool | None = None,
+    onednn: bool | None = None,
     example: torch.Tensor | None = None,
     rounds: int = 3,
 ) -> OptimizedModel:
@@ -108,51 +132,65 @@ def optimize_for_inference(
         freeze: trace + ``torch.jit.freeze`` (+ ``torch.jit.optimize_for_inference`` for NCHW)
             for ``example``'s shape: BatchNorm folding, oneDNN fusion and weight pre-packing.
             Other shapes, dtypes or devices run the eager model. ``None``: chosen (below).
+        onednn: run every convolution as a direct oneDNN call chosen by its shape
+            (``fcnseg.models.onednn``: 1x1 and fc6-like layers as inner products, ReLU fused,
+            BatchNorm folded); CPU fp32, any input shape. ``None``: chosen (below).
         example: a representative input ``(N, 3, H, W)`` on the model's device; needed by
             ``freeze`` and by the automatic choice.
         rounds: timed calls per candidate for the automatic choice.
 
-    With ``example`` and both options left ``None``, the three candidates
-    (channels_last eager; NCHW frozen + oneDNN; channels_last frozen) are timed on ``example``
-    in alternation and the fastest is kept (VGG16 prefers the oneDNN graph, MobileNetV3
-    channels_last + freeze; see benchmarks/README.md). Without ``example``: channels_last,
-    eager. The choice is in ``result.choice``.
+    With ``example`` and the options left ``None``, the candidates in ``CANDIDATES`` that the
+    options allow (oneDNN layers; channels_last eager; NCHW frozen + oneDNN graph; channels_last
+    frozen) are timed on ``example`` in alternation and the fastest is kept (VGG16 and
+    MobileNetV3 prefer the oneDNN layers on the project's machine; see benchmarks/README.md).
+    Without ``example``: the oneDNN layers where the build has them and the model is on the
+    CPU, else channels_last eager. The choice's name is in ``result.choice``.
 
     Returns:
         An ``OptimizedModel`` that forwards attribute access (``config``, ``preprocess`` ...)
         to ``model``.
 
     Raises:
-        ValueError: ``freeze=True`` without ``example``.
+        ValueError: ``freeze=True`` without ``example``; ``onednn=True`` where it cannot run.
     """
     if freeze and example is None:
         raise ValueError("freeze=True traces the model: pass example=<an input tensor>")
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    if example is not None:
+        on_cpu = on_cpu and example.device.type == "cpu"
+    if onednn and not (on_cpu and onednn_available()):
+        raise ValueError("onednn=True needs a CPU model and a PyTorch build with oneDNN")
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    if example is None:
-        options = [(True if channels_last is None else channels_last, False)]
-    else:
-        options = [
-            (cl, fr)
-            for cl, fr in CANDIDATES
-            if channels_last in (None, cl) and freeze in (None, fr)
-        ] or [(bool(channels_last), bool(freeze))]
-    if len(options) == 1:
-        best = _candidate(model, *options[0], example)
-        best.choice = options[0]
+    allowed = [
+        c
+        for c in CANDIDATES
+        if channels_last in (None, c.channels_last)
+        and freeze in (None, c.freeze)
+        and onednn in (None, c.onednn)
+        and (example is not None or not c.freeze)
+        and (not c.onednn or (on_cpu and onednn_available()))
+    ]
+    if not allowed:  # a combination no candidate has (e.g. NCHW eager): build it as asked
+        allowed = [Candidate("custom", bool(channels_last), bool(freeze), bool(onednn))]
+    if example is None or len(allowed) == 1:
+        best = _build_candidate(model, allowed[0], example)
+        best.choice = allowed[0].name
         return best
     from fcnseg.bench import time_interleaved
 
-    built = {opt: _candidate(model, *opt, example) for opt in options}
+    built = {c: _build_candidate(model, c, example) for c in allowed}
     times = time_interleaved(
-        {opt: (lambda m=m: m(example)) for opt, m in built.items()},
+        {c.name: (lambda m=m: m(example)) for c, m in built.items()},
         rounds=rounds,
         warmup=1,
         device=example.device,
     )
-    choice = min(times, key=lambda opt: times[opt]["ms"])
+    choice = min(allowed, key=lambda c: times[c.name]["ms"])
     best = built[choice]
-    best.model = best.model.to(memory_format=best.memory_format)  # the candidates share it
-    best.choice = choice
+    if not choice.onednn:
+        best.model = best.model.to(memory_format=best.memory_format)  # the candidates share it
+    best.choice = choice.name
+    best.timings_ms = {name: t["ms"] for name, t in times.items()}
     return best

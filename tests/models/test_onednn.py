@@ -1,0 +1,82 @@
+"""The oneDNN inference layers: the same outputs as the eager model, fc6 not copied, taps kept."""
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models._utils import IntermediateLayerGetter
+
+import fcnseg
+from fcnseg.models.onednn import ConvAsMatmul, FusedConv2d, available, to_onednn
+from fcnseg.models.optimize import optimize_for_inference
+
+pytestmark = pytest.mark.skipif(not available(), reason="this PyTorch build has no oneDNN ops")
+
+
+def _informative(model: nn.Module) -> nn.Module:
+    """Non-zero score layers and non-trivial BatchNorm statistics, so every layer matters."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d) and not m.weight.any():
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * 0.01)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=gen))
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+                m.weight.copy_(1 + 0.1 * torch.randn(m.weight.shape, generator=gen))
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=gen))
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "head, backbone, pad100",
+    [
+        ("fcn8s", "vgg16", False),
+        ("fcn8s", "vgg16", True),
+        ("fcn16s", "vgg16_bn", False),
+        ("fcn8s", "resnet18", False),
+        ("fcn8s", "mobilenet_v3_large", False),
+        ("fcn32s", "alexnet", False),
+    ],
+)
+def test_same_outputs_as_the_eager_model_for_any_shape(head, backbone, pad100):
+    model = _informative(fcnseg.build_model(head, backbone=backbone, num_classes=5, pad100=pad100))
+    fast = to_onednn(model)
+    for shape in [(1, 3, 97, 131), (2, 3, 64, 48)]:
+        x = torch.randn(*shape)
+        with torch.inference_mode():
+            ref = model(x)
+            out = fast(x.contiguous(memory_format=torch.channels_last))
+        assert out.shape == ref.shape
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
+
+
+def test_vgg_layers_are_rewritten_and_fc6_is_not_copied():
+    model = fcnseg.build_model("fcn8s", backbone="vgg16", num_classes=3)
+    fast = to_onednn(model)
+    fc6, fc7 = fast.backbone.fc6, fast.backbone.fc7
+    assert isinstance(fc6, ConvAsMatmul) and isinstance(fc7, ConvAsMatmul)
+    assert fc6.weight.data_ptr() == model.backbone.fc6.weight.data_ptr()  # a view, not a copy
+    convs = [m for m in fast.backbone.features.values() if isinstance(m, FusedConv2d)]
+    assert len(convs) == 13 and all(c.relu for c in convs)  # every 3x3 conv has its ReLU fused
+    assert isinstance(model.backbone.fc6, nn.Conv2d)  # the original model is left as it was
+
+
+def test_a_returned_convolution_keeps_its_pre_activation_output():
+    body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 1), nn.ReLU())
+    getter = IntermediateLayerGetter(body, {"0": "pre", "3": "post"}).eval()
+    x = torch.randn(1, 3, 9, 9)
+    with torch.inference_mode():
+        ref, out = getter(x), to_onednn(getter)(x)
+    assert (ref["pre"] < 0).any()  # the tap is taken before the ReLU
+    for key in ("pre", "post"):
+        torch.testing.assert_close(out[key], ref[key], rtol=1e-4, atol=1e-5)
+
+
+def test_optimize_for_inference_uses_onednn_for_any_shape_without_an_example():
+    model = _informative(fcnseg.build_model("fcn16s", backbone="resnet18", num_classes=3))
+    fast = optimize_for_inference(model)
+    assert fast.choice == "onednn" and fast.config == model.config
+    x = torch.randn(1, 3, 45, 70)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)
