@@ -9,7 +9,8 @@ device) configuration, or one of the peers fcnseg is compared with, and returns 
   ``warmup`` runs, under ``torch.inference_mode``; ``images_per_s`` (from the median);
   CUDA events on GPU;
 - ``achieved_gflops_per_s`` and ``peak_fraction``: FLOPs / median latency, divided by the
-  machine's dense GEMM throughput measured in the same process (``gemm_peak``);
+  machine's dense GEMM throughput measured in the same process (``gemm_peak``: the faster of
+  ``torch.mm`` and oneDNN's inner product);
 - training (``train=True``): ``train_step_ms`` (forward + cross-entropy + backward + SGD step,
   median and min) and ``train_images_per_s``;
 - memory: ``peak_rss_mib`` on CPU, the peak resident set of the process while it ran inference
@@ -66,6 +67,7 @@ __all__ = [
     "build_peer",
     "count_flops",
     "format_table",
+    "gemm_kernels",
     "gemm_peak",
     "machine_info",
     "make_train_step",
@@ -238,26 +240,52 @@ def autocast_for(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def gemm_peak(
-    device: str | torch.device = "cpu",
-    dtype: str | torch.dtype = "fp32",
-    n: int | None = None,
-    repeat: int = 5,
-) -> float:
-    """Dense matrix-product throughput of this machine in GFLOP/s (median of ``repeat`` runs).
+def gemm_kernels(
+    device: str | torch.device = "cpu", dtype: str | torch.dtype = "fp32", n: int | None = None
+) -> dict[str, Callable[[], Any]]:
+    """The dense ``n x n`` matrix products this machine offers, by name, ready to time.
 
-    ``torch.mm`` of two ``n x n`` matrices (default 2048 on CPU, 8192 on GPU) in ``dtype``:
-    2 n^3 FLOPs each. This is the practical ceiling a convolution network's FLOPs are
-    compared with (``peak_fraction``).
+    ``torch.mm`` everywhere (MKL on CPU, cuBLAS on GPU); on a CPU whose PyTorch has oneDNN,
+    also oneDNN's inner product (``torch.ops.mkldnn._linear_pointwise``), the kernel
+    ``fcnseg.models.onednn`` runs fc6/fc7 on. Which is faster depends on the CPU: on the
+    project's AMD EPYC machine MKL reaches 170 GFLOP/s, oneDNN 490.
     """
+    from fcnseg.models.onednn import available as onednn_available
+
     device = torch.device(device)
     dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     n = n or (8192 if device.type == "cuda" else 2048)
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
     b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
-    times = _Timer(device).time(lambda: torch.mm(a, b), warmup=2, repeat=repeat)
-    return 2 * n**3 / (statistics.median(times) / 1e3) / 1e9
+    kernels: dict[str, Callable[[], Any]] = {"torch.mm": lambda: torch.mm(a, b)}
+    if device.type == "cpu" and onednn_available():
+        kernels["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+    return kernels
+
+
+def gemm_peak(
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "fp32",
+    n: int | None = None,
+    repeat: int = 5,
+    detail: bool = False,
+) -> float | dict[str, float]:
+    """Dense matrix-product throughput of this machine in GFLOP/s (median of ``repeat`` runs).
+
+    The faster of ``gemm_kernels`` (``torch.mm``, and oneDNN's inner product on CPU) on two
+    ``n x n`` matrices (default 2048 on CPU, 8192 on GPU) in ``dtype``: 2 n^3 FLOPs each. This
+    is the practical ceiling a convolution network's FLOPs are compared with
+    (``peak_fraction``). ``detail=True`` returns ``{kernel name: GFLOP/s}`` instead.
+    """
+    device = torch.device(device)
+    n = n or (8192 if device.type == "cuda" else 2048)
+    timer = _Timer(device)
+    rates = {
+        name: 2 * n**3 / (statistics.median(timer.time(fn, warmup=2, repeat=repeat)) / 1e3) / 1e9
+        for name, fn in gemm_kernels(device, dtype, n).items()
+    }
+    return rates if detail else max(rates.values())
 
 
 def time_interleaved(
@@ -392,7 +420,7 @@ def run_benchmark(
     device: str = "cpu",
     dtype: str = "fp32",
     channels_last: bool = False,
-    optimize: bool = False,
+    optimize: bool | str = False,
     train: bool = False,
     inference: bool = True,
     train_batch: int | None = None,
@@ -413,7 +441,10 @@ def run_benchmark(
         size: input ``(H, W)`` or ``"HxW"``; batch: images per forward.
         device: ``"cpu"`` or ``"cuda"``; dtype: ``"fp32"``, or ``"bf16"``/``"fp16"`` (autocast).
         channels_last: NHWC memory format for the model and the input.
-        optimize: apply ``fcnseg.models.optimize.optimize_for_inference`` (inference only).
+        optimize: apply ``fcnseg.models.optimize.optimize_for_inference`` (inference only):
+            ``True`` times its candidates and keeps the fastest; a candidate's name
+            (``"onednn"`` ...) builds just that one (a fair RSS figure: no other candidate's
+            memory in the process).
         train: also time a training step (on ``train_batch`` x ``train_size``, default the
             inference batch and size); inference: time inference (on by default).
         peer: measure a peer (``PEERS``) instead of an fcnseg model.
@@ -466,7 +497,7 @@ def _measure(
     device: str,
     dtype: str,
     channels_last: bool,
-    optimize: bool,
+    optimize: bool | str,
     train: bool,
     inference: bool,
     train_batch: int | None,
@@ -517,7 +548,10 @@ def _measure(
 
             trainable = [p.requires_grad for p in net.parameters()]  # restored for train
             runner = optimize_for_inference(
-                net, channels_last=True if channels_last else None, example=x
+                net,
+                channels_last=True if channels_last else None,
+                candidate=optimize if isinstance(optimize, str) else None,
+                example=x,
             )
             result["optimize_choice"] = runner.choice
         if dev.type == "cuda":

@@ -1,8 +1,8 @@
 """``fcnseg bench``: latency, throughput, FLOPs and memory of one configuration (and its peers).
 
     fcnseg bench --model fcn8s --backbone vgg16 --size 500x500 --batch 1 [--pad100]
-                 [--device cpu|cuda] [--dtype fp32|bf16|fp16] [--channels-last] [--optimize]
-                 [--train] [--peers] [--isolate] [--json FILE]
+                 [--device cpu|cuda] [--dtype fp32|bf16|fp16] [--channels-last]
+                 [--optimize [CANDIDATE]] [--train] [--peers] [--isolate] [--json FILE]
 
 Each configuration runs through ``fcnseg.bench.run_benchmark``; with ``--peers`` the same
 harness measures torchfcn's network of the same head (VGG16) and torchvision's fcn_resnet50
@@ -32,8 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action="store_true", help="NHWC model and input")
     parser.add_argument(
         "--optimize",
-        action="store_true",
-        help="fcnseg only: optimize_for_inference (keeps the fastest of its candidates)",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="CANDIDATE",
+        help="fcnseg only: optimize_for_inference; alone it keeps the fastest of its "
+        "candidates, with a name (onednn, channels_last, frozen, frozen_channels_last) it "
+        "builds that one",
     )
     parser.add_argument("--train", action="store_true", help="also time a training step")
     parser.add_argument("--train-size", default=None, help="HxW of the training step")
@@ -51,9 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fcnseg.bench import format_table, parse_size, peers_for, run_benchmark
+    from fcnseg.models.optimize import CANDIDATES
 
     if args.batch < 1 or args.repeat < 1 or args.warmup < 0:
         raise ValueError("--batch and --repeat must be >= 1, --warmup >= 0")
+    names = [c.name for c in CANDIDATES]
+    if args.optimize not in (None, "auto", *names):
+        raise ValueError(f"--optimize {args.optimize}: choose one of {names} (or none: auto)")
+    optimize = {None: False, "auto": True}.get(args.optimize, args.optimize)
     common = dict(
         size=parse_size(args.size, "--size"),
         batch=args.batch,
@@ -74,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             backbone=args.backbone,
             pad100=args.pad100,
             weights=args.weights,
-            optimize=args.optimize,
+            optimize=optimize,
             **common,
         )
     ]

@@ -120,6 +120,7 @@ def optimize_for_inference(
     channels_last: bool | None = None,
     freeze: bool | None = None,
     onednn: bool | None = None,
+    candidate: str | None = None,
     example: torch.Tensor | None = None,
     rounds: int = 3,
 ) -> OptimizedModel:
@@ -135,6 +136,8 @@ def optimize_for_inference(
         onednn: run every convolution as a direct oneDNN call chosen by its shape
             (``fcnseg.models.onednn``: 1x1 and fc6-like layers as inner products, ReLU fused,
             BatchNorm folded); CPU fp32, any input shape. ``None``: chosen (below).
+        candidate: build this one of ``CANDIDATES`` by name, without timing the others
+            (overrides the three options above).
         example: a representative input ``(N, 3, H, W)`` on the model's device; needed by
             ``freeze`` and by the automatic choice.
         rounds: timed calls per candidate for the automatic choice.
@@ -153,6 +156,12 @@ def optimize_for_inference(
     Raises:
         ValueError: ``freeze=True`` without ``example``; ``onednn=True`` where it cannot run.
     """
+    if candidate is not None:
+        named = {c.name: c for c in CANDIDATES}
+        if candidate not in named:
+            raise ValueError(f"unknown candidate {candidate!r}; choose one of {list(named)}")
+        c = named[candidate]
+        channels_last, freeze, onednn = c.channels_last, c.freeze, c.onednn
     if freeze and example is None:
         raise ValueError("freeze=True traces the model: pass example=<an input tensor>")
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
