@@ -80,3 +80,12 @@ def test_optimize_for_inference_uses_onednn_for_any_shape_without_an_example():
     x = torch.randn(1, 3, 45, 70)
     with torch.inference_mode():
         torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_predict_runs_the_onednn_copy_on_the_cpu_with_the_same_logits():
+    model = _informative(fcnseg.build_model("fcn8s", backbone="vgg16", num_classes=4))
+    image = torch.rand(3, 70, 90)
+    fast = fcnseg.inference.predict_logits(model, image, device="cpu")[0]
+    exact = fcnseg.inference.predict_logits(model, image, device="cpu", fast=False)[0]
+    torch.testing.assert_close(fast, exact, rtol=1e-4, atol=1e-5 * exact.abs().max().item())
+    assert isinstance(model.backbone.fc6, nn.Conv2d)  # the model itself is left as it was

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models._utils import IntermediateLayerGetter
 
-__all__ = ["ConvAsMatmul", "FusedConv2d", "available", "to_onednn"]
+__all__ = ["ConvAsMatmul", "FusedConv2d", "available", "for_inference", "to_onednn"]
 
 
 def available() -> bool:
@@ -197,3 +197,17 @@ def to_onednn(model: nn.Module) -> nn.Module:
             if child is not None and _convertible(child):
                 module._modules[name] = _onednn_layer(child, relu=False)
     return fast.eval()
+
+
+def for_inference(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """What ``predict`` and ``evaluate`` run: ``to_onednn(model)`` on a CPU where it applies
+    (oneDNN in this build, float32 weights), else ``model`` itself.
+
+    The copy shares the large weights with ``model`` and is cheap to make (copies of the 3x3
+    kernels only), so it is rebuilt for every call and always reflects the current weights.
+    """
+    if torch.device(device).type != "cpu" or not available():
+        return model
+    if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in model.parameters()):
+        return model
+    return to_onednn(model)

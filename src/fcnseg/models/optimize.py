@@ -1,22 +1,25 @@
-"""Inference-time speed-ups that PyTorch offers, measured and kept only where they win.
+"""Inference-time speed-ups, measured and kept only where they win.
 
 ``optimize_for_inference(model, example=x)`` returns a module computing the same logits (within
-2e-6 relative in fp32) faster. Measured, interleaved in one process, on a shared 2-core AVX-512
-Xeon (figures in ``benchmarks/README.md``):
+1e-5 relative in fp32) faster. The candidates, timed against each other on the project's
+2-core AVX-512 machine (interleaved in one process; figures in ``benchmarks/README.md``):
 
+- ``onednn`` (``fcnseg.models.onednn``): every convolution as a direct oneDNN call chosen by
+  its shape: fc6/fc7 and 1x1 layers as inner products, 3x3 layers with their ReLU fused,
+  BatchNorm folded; NHWC; any input shape; parameters shared with the model. VGG16 FCN-8s at
+  500x500: 513 ms vs 803 eager NCHW, 677 channels_last, 648 frozen (fc6 alone: 231 -> 113 ms).
+- ``channels_last``: eager NHWC (oneDNN runs NHWC natively).
+- ``frozen`` / ``frozen_channels_last``: trace + ``torch.jit.freeze`` (+
+  ``torch.jit.optimize_for_inference`` for NCHW): BatchNorm folding, conv + ReLU fusion,
+  oneDNN weight pre-packing (a second copy of the weights). The FCN head computes its crops in
+  Python (not scriptable), so the trace is specialised to the example's shape; other shapes run
+  the eager model. MobileNetV3 at 360x480 likes it best (12.6 ms vs 13.5 onednn).
 - ``torch.inference_mode``: always (no autograd bookkeeping, no version counters).
-- ``channels_last``: oneDNN runs NHWC natively; a large win for MobileNetV3 (46 -> 30 ms at
-  360x480), small for VGG16.
-- trace + ``torch.jit.freeze`` (+ ``torch.jit.optimize_for_inference`` for NCHW): BatchNorm
-  folding, conv + ReLU fusion, oneDNN weight pre-packing. NCHW + oneDNN graph is the fastest for
-  VGG16 (2162 vs 2591 ms at 500x500); channels_last + freeze for MobileNetV3 (21 ms). The FCN
-  head computes its crops in Python (not scriptable), so the trace is specialised to the
-  example's shape; other shapes run the eager model.
 - ``torch.compile`` (inductor, ``freezing=True``): 30 s to compile per shape on 2 cores and no
-  gain beyond the noise on VGG16; not used.
+  gain beyond the noise on VGG16 (it keeps fc6 a direct convolution); not used.
 
-Since the best combination depends on the backbone, with an ``example`` the candidates are timed
-on it and the fastest is kept (as ``cudnn.benchmark`` does for kernels).
+Since the best combination depends on the backbone and the CPU, with an ``example`` the
+candidates are timed on it and the fastest is kept (as ``cudnn.benchmark`` does for kernels).
 """
 
 from __future__ import annotations
