@@ -521,9 +521,23 @@ def _measure(
         if module is not None
         else _build(model, backbone, num_classes, pad100, peer, weights)
     )
+    mapped_dir = None
+    if optimize == "onednn_streamed" and module is None and peer is None:
+        # the low-memory mode needs file-backed weights: save, then map the file back in
+        import shutil
+        import tempfile
+
+        from fcnseg.engine.checkpoint import load_model, save_model
+
+        mapped_dir = tempfile.mkdtemp(prefix="fcnseg-bench-")
+        save_model(net, Path(mapped_dir) / "model.pt")
+        del net
+        net = load_model(Path(mapped_dir) / "model.pt", mmap=True)
     net = net.to(dev, memory_format=fmt).eval()
     name = peer or (
-        f"fcnseg-{model}-{backbone}" + ("-pad100" if pad100 else "") + ("-opt" if optimize else "")
+        f"fcnseg-{model}-{backbone}"
+        + ("-pad100" if pad100 else "")
+        + ("-lowmem" if optimize == "onednn_streamed" else "-opt" if optimize else "")
     )
     result: dict[str, Any] = {
         "name": name,
@@ -612,6 +626,8 @@ def _measure(
     if dev.type == "cpu":
         result["max_rss_mib"] = _max_rss_mib()  # whole process lifetime, construction included
     result["machine"] = machine_info()
+    if mapped_dir is not None:
+        shutil.rmtree(mapped_dir, ignore_errors=True)  # mapped pages stay valid on Linux
     return result
 
 

@@ -1,4 +1,7 @@
-"""The oneDNN inference layers: the same outputs as the eager model, fc6 not copied, taps kept."""
+"""The oneDNN inference layers: the same outputs as the eager model, fc6 not copied, taps kept,
+and the low-memory variant that streams memory-mapped weights."""
+
+import sys
 
 import pytest
 import torch
@@ -6,7 +9,14 @@ from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 
 import fcnseg
-from fcnseg.models.onednn import ConvAsMatmul, FusedConv2d, available, to_onednn
+from fcnseg.models.onednn import (
+    ConvAsMatmul,
+    FusedConv2d,
+    available,
+    file_backed,
+    release_pages,
+    to_onednn,
+)
 from fcnseg.models.optimize import optimize_for_inference
 
 pytestmark = pytest.mark.skipif(not available(), reason="this PyTorch build has no oneDNN ops")
@@ -89,3 +99,39 @@ def test_predict_runs_the_onednn_copy_on_the_cpu_with_the_same_logits():
     exact = fcnseg.inference.predict_logits(model, image, device="cpu", fast=False)[0]
     torch.testing.assert_close(fast, exact, rtol=1e-4, atol=1e-5 * exact.abs().max().item())
     assert isinstance(model.backbone.fc6, nn.Conv2d)  # the model itself is left as it was
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and madvise")
+def test_streamed_weights_are_mapped_from_the_checkpoint_and_give_the_same_outputs(tmp_path):
+    model = _informative(fcnseg.build_model("fcn8s", backbone="vgg16", num_classes=4))
+    fcnseg.save_model(model, tmp_path / "m.pt")
+    mapped = fcnseg.load_model(tmp_path / "m.pt", mmap=True)
+    assert file_backed(mapped.backbone.fc6.weight)  # the file's pages, not a copy
+    assert not file_backed(model.backbone.fc6.weight)
+    low = to_onednn(mapped, stream_weights=True)
+    assert low.backbone.fc6.stream and low.backbone.fc6.chunk < 4096  # fc6 runs in chunks
+    x = torch.randn(1, 3, 70, 90)
+    with torch.inference_mode():
+        ref, out = model(x), low(x)
+        again = low(x)  # the dropped pages come back from the file
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
+    assert torch.equal(again, out)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and madvise")
+def test_release_pages_frees_a_mapped_tensor_and_anonymous_weights_are_never_streamed(tmp_path):
+    torch.save({"w": torch.randn(4096, 4096)}, tmp_path / "w.pt")  # 64 MiB
+    w = torch.load(tmp_path / "w.pt", mmap=True, weights_only=True)["w"]
+    total = float(w.sum())  # maps every page in
+    before = _rss_mib()
+    release_pages(w)
+    assert before - _rss_mib() > 48  # most of the 64 MiB left the resident set
+    assert float(w.sum()) == total  # and reads back unchanged
+    conv = nn.Conv2d(4096, 8, 1)  # anonymous memory: streaming would zero it, so it is off
+    assert not file_backed(conv.weight) and not ConvAsMatmul(conv, stream=True).stream
+    assert not FusedConv2d(nn.Conv2d(3, 4, 3), stream=True).stream

@@ -37,8 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="CANDIDATE",
         help="fcnseg only: optimize_for_inference; alone it keeps the fastest of its "
-        "candidates, with a name (onednn, channels_last, frozen, frozen_channels_last) it "
-        "builds that one",
+        "candidates, with a name (onednn, channels_last, frozen, frozen_channels_last, or "
+        "onednn_streamed: weights memory-mapped from a saved checkpoint and kept out of the "
+        "resident set) it builds that one",
     )
     parser.add_argument("--train", action="store_true", help="also time a training step")
     parser.add_argument("--train-size", default=None, help="HxW of the training step")
@@ -56,11 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fcnseg.bench import format_table, parse_size, peers_for, run_benchmark
-    from fcnseg.models.optimize import CANDIDATES
+    from fcnseg.models.optimize import CANDIDATES, LOW_MEMORY
 
     if args.batch < 1 or args.repeat < 1 or args.warmup < 0:
         raise ValueError("--batch and --repeat must be >= 1, --warmup >= 0")
-    names = [c.name for c in CANDIDATES]
+    names = [c.name for c in (*CANDIDATES, LOW_MEMORY)]
     if args.optimize not in (None, "auto", *names):
         raise ValueError(f"--optimize {args.optimize}: choose one of {names} (or none: auto)")
     optimize = {None: False, "auto": True}.get(args.optimize, args.optimize)

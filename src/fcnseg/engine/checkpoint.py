@@ -9,6 +9,7 @@ pickle that would execute code is refused.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import tempfile
@@ -49,8 +50,12 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
-def load_file(path: str | Path) -> Any:
+def load_file(path: str | Path, mmap: bool = False) -> Any:
     """Load a ``torch.save`` file safely (``weights_only=True``) on the CPU.
+
+    ``mmap=True`` maps the tensors from the file instead of reading them (``torch.load``'s
+    mmap): nothing is read until used, and the pages are the page cache's. Safetensors files
+    are read as usual.
 
     Raises:
         CheckpointError: missing file, truncated/corrupt file, or a pickle that would run code.
@@ -61,7 +66,7 @@ def load_file(path: str | Path) -> Any:
     if path.suffix == ".safetensors":
         return _load_safetensors(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0]
         raise CheckpointError(
@@ -113,34 +118,42 @@ def save_model(model: torch.nn.Module, path: str | Path, **extra: Any) -> Path:
     return atomic_save(payload, path)
 
 
-def read_checkpoint(path: str | Path) -> dict:
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
     """The dict of an fcnseg checkpoint (``config``, ``model``, ...); clear error otherwise."""
-    obj = load_file(path)
+    obj = load_file(path, mmap=mmap)
     if not (isinstance(obj, dict) and obj.get("format") == FORMAT and "config" in obj):
         raise CheckpointError(f"{path}: not an fcnseg checkpoint (no fcnseg config inside)")
     return obj
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> torch.nn.Module:
+def load_model(
+    path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False
+) -> torch.nn.Module:
     """Rebuild the model stored in an fcnseg checkpoint (or safetensors export) and load it.
 
-    Returns the model in eval mode on ``map_location``.
+    ``mmap=True`` (CPU): the parameters *are* the file's tensors, memory-mapped (no copy, read
+    when first used; see ``load_file``), so loading never holds the weights twice; with
+    ``fcnseg.models.onednn.to_onednn(model, stream_weights=True)`` inference need not keep
+    them resident either. Returns the model in eval mode on ``map_location``.
     """
     from fcnseg.models import build_model
 
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, mmap=mmap)
     cfg = dict(ckpt["config"])
-    model = build_model(
-        cfg.pop("arch"),
-        backbone=cfg.pop("backbone"),
-        num_classes=cfg.pop("num_classes"),
-        pad100=cfg.pop("pad100", False),
-        learnable_upsampling=cfg.pop("learnable_upsampling", False),
-        class_names=cfg.pop("class_names", None),
-        preprocess=cfg.pop("preprocess", None),
-    )
+    # mmap: built on the meta device (no memory, no random init), then the file's tensors
+    # are assigned as the parameters and buffers
+    with torch.device("meta") if mmap else contextlib.nullcontext():
+        model = build_model(
+            cfg.pop("arch"),
+            backbone=cfg.pop("backbone"),
+            num_classes=cfg.pop("num_classes"),
+            pad100=cfg.pop("pad100", False),
+            learnable_upsampling=cfg.pop("learnable_upsampling", False),
+            class_names=cfg.pop("class_names", None),
+            preprocess=cfg.pop("preprocess", None),
+        )
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt["model"], assign=mmap)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise CheckpointError(f"{path}: weights do not fit the stored config ({first})") from None

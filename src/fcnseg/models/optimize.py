@@ -84,6 +84,7 @@ class Candidate:
     channels_last: bool
     freeze: bool = False
     onednn: bool = False
+    stream: bool = False  # onednn only: drop file-backed weights' pages after use
 
 
 # What ``optimize_for_inference`` chooses from. Order matters only for ties.
@@ -93,6 +94,10 @@ CANDIDATES = (
     Candidate("frozen", channels_last=False, freeze=True),
     Candidate("frozen_channels_last", channels_last=True, freeze=True),
 )
+# Chosen by name only (``candidate=``): the low-memory variant of ``onednn`` for weights
+# memory-mapped from a checkpoint (``fcnseg.load_model(path, mmap=True)``); as fast within a
+# few percent, far less resident memory.
+LOW_MEMORY = Candidate("onednn_streamed", channels_last=True, onednn=True, stream=True)
 
 
 def _build_candidate(
@@ -101,7 +106,7 @@ def _build_candidate(
     fmt = torch.channels_last if candidate.channels_last else torch.contiguous_format
     if candidate.onednn:
         # a new module tree sharing the untransformed tensors; works for every input shape
-        return OptimizedModel(to_onednn(model), fmt)
+        return OptimizedModel(to_onednn(model, stream_weights=candidate.stream), fmt)
     model = model.to(memory_format=fmt)
     if not candidate.freeze:
         return OptimizedModel(model, fmt)
@@ -140,7 +145,9 @@ def optimize_for_inference(
             (``fcnseg.models.onednn``: 1x1 and fc6-like layers as inner products, ReLU fused,
             BatchNorm folded); CPU fp32, any input shape. ``None``: chosen (below).
         candidate: build this one of ``CANDIDATES`` by name, without timing the others
-            (overrides the three options above).
+            (overrides the three options above); or ``"onednn_streamed"`` (``LOW_MEMORY``):
+            ``onednn`` whose file-backed weights (``load_model(path, mmap=True)``) stay out of
+            the resident set between uses.
         example: a representative input ``(N, 3, H, W)`` on the model's device; needed by
             ``freeze`` and by the automatic choice.
         rounds: timed calls per candidate for the automatic choice.
@@ -160,9 +167,18 @@ def optimize_for_inference(
         ValueError: ``freeze=True`` without ``example``; ``onednn=True`` where it cannot run.
     """
     if candidate is not None:
-        named = {c.name: c for c in CANDIDATES}
+        named = {c.name: c for c in (*CANDIDATES, LOW_MEMORY)}
         if candidate not in named:
             raise ValueError(f"unknown candidate {candidate!r}; choose one of {list(named)}")
+        if candidate == LOW_MEMORY.name:
+            if not onednn_available():
+                raise ValueError(f"{candidate} needs a PyTorch build with oneDNN")
+            model.eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+            best = _build_candidate(model, LOW_MEMORY, example)
+            best.choice = LOW_MEMORY.name
+            return best
         c = named[candidate]
         channels_last, freeze, onednn = c.channels_last, c.freeze, c.onednn
     if freeze and example is None:

@@ -119,7 +119,7 @@ class BilinearUpsample(nn.Module):
     def refresh(self) -> None:
         """Re-derive the depthwise kernel after the weight changed (state-dict loads do this)."""
         with torch.no_grad():
-            self.depthwise = self._depthwise_kernel().to(self.depthwise.device)
+            self.depthwise = self._depthwise_kernel()  # on the weight's device
 
 
 def crop_offset(src: Grid, dst: Grid) -> int:
