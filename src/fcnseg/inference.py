@@ -478,11 +478,15 @@ def iter_predict(
     num_workers: int = 0,
     return_logits: bool = False,
     fast: bool = True,
+    low_memory: bool = False,
 ) -> Iterator[Prediction]:
     """Like :func:`predict`, but yields a :class:`Prediction` per image as batches finish.
 
     Images come in batch order (same-size images are batched together), each carrying its
     ``index`` in the input; this is what the ``fcnseg predict`` command streams to disk.
+    ``low_memory`` (with ``fast``, on the CPU): weights memory-mapped by
+    ``load_model(path, mmap=True)`` are dropped from the resident set after each layer
+    (:func:`fcnseg.models.onednn.to_onednn` ``stream_weights``).
     """
     items = _as_items(images)
     if not items:
@@ -507,7 +511,7 @@ def iter_predict(
     was_training = model.training
     model.to(device).eval()
     # on the CPU, fp32: the same network on oneDNN's kernels (1.5x for VGG16, same outputs)
-    net = for_inference(model, device) if fast and not half else model
+    net = for_inference(model, device, low_memory) if fast and not half else model
     net = net if window is None else _Tiled(net, window, overlap)
     bar = tqdm(total=len(items), desc="predict", unit="img", disable=not progress)
     try:

@@ -85,6 +85,15 @@ def test_predict_command_writes_index_png_overlay_side(checkpoints, tmp_path, ca
     assert np.array_equal(side[:, :96], a.permute(1, 2, 0).numpy())
 
 
+def test_predict_command_low_memory_writes_the_same_labels(checkpoints, tmp_path):
+    a = _write_image(tmp_path / "a.png", 64, 96, 1)
+    out = tmp_path / "out"
+    args = ["predict", "--checkpoint", str(checkpoints["fcn8s"]), str(tmp_path / "a.png")]
+    assert main([*args, "--out", str(out), "--device", "cpu", "--low-memory"]) == 0
+    expected = predict(fcnseg.load_model(checkpoints["fcn8s"]), a, fast=False)[0]
+    assert np.array_equal(load_index_png(out / "a.png"), expected.numpy())
+
+
 def test_predict_command_tta_and_window(checkpoints, tmp_path):
     _write_image(tmp_path / "x.png", 67, 99, 5)
     out = tmp_path / "out"

@@ -35,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--half", action="store_true", help="half-precision autocast")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--low-memory",
+        action="store_true",
+        help="CPU: map the checkpoint's weights from disk and keep them out of the resident "
+        "set between layers (VGG16 FCN-8s: 1.2 instead of 1.7 GiB, a few %% slower)",
+    )
 
 
 def overlay(image: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
@@ -65,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
     paths = expand_inputs(args.inputs)
     _check_stems(paths)
-    model = load_model(args.checkpoint)
+    model = load_model(args.checkpoint, mmap=args.low_memory)
     if model.num_classes > 256:
         raise ValueError(f"{model.num_classes} classes do not fit an index PNG (at most 256)")
     palette = model_palette(model)
@@ -82,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         half=args.half,
         progress=not args.no_progress,
         num_workers=args.workers,
+        low_memory=args.low_memory,
     )
     written = 0
     for p in predictions:

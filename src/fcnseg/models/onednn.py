@@ -285,9 +285,11 @@ def to_onednn(model: nn.Module, stream_weights: bool = False) -> nn.Module:
     return fast.eval()
 
 
-def for_inference(model: nn.Module, device: torch.device | str) -> nn.Module:
-    """What ``predict`` and ``evaluate`` run: ``to_onednn(model)`` on a CPU where it applies
-    (oneDNN in this build, float32 weights), else ``model`` itself.
+def for_inference(
+    model: nn.Module, device: torch.device | str, stream_weights: bool = False
+) -> nn.Module:
+    """What ``predict`` and ``evaluate`` run: ``to_onednn(model, stream_weights)`` on a CPU
+    where it applies (oneDNN in this build, float32 weights), else ``model`` itself.
 
     The copy shares the large weights with ``model`` and is cheap to make (copies of the 3x3
     kernels only), so it is rebuilt for every call and always reflects the current weights.
@@ -296,4 +298,4 @@ def for_inference(model: nn.Module, device: torch.device | str) -> nn.Module:
         return model
     if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in model.parameters()):
         return model
-    return to_onednn(model)
+    return to_onednn(model, stream_weights=stream_weights)
