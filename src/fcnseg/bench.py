@@ -332,9 +332,30 @@ def make_train_step(
     return step
 
 
+def _onednn_flop_formulas() -> dict:
+    """FlopCounterMode formulas for the oneDNN ops fcnseg calls directly (it only knows aten's):
+    the inner product (fc6/fc7 as matrix products) and the fused convolution."""
+    ops = getattr(torch.ops, "mkldnn", None)
+    if ops is None or not hasattr(ops, "_linear_pointwise"):
+        return {}
+
+    def linear(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+        return 2 * math.prod(x_shape[:-1]) * w_shape[0] * w_shape[1]
+
+    def conv(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+        # per output element: (C_in / groups) * kh * kw multiply-adds
+        return 2 * math.prod(out_shape) * math.prod(w_shape[1:])
+
+    formulas = {ops._linear_pointwise: linear}  # keyed by overload packet
+    if hasattr(ops, "_convolution_pointwise"):
+        formulas[ops._convolution_pointwise] = conv
+    return formulas
+
+
 def count_flops(model: nn.Module, x: torch.Tensor) -> int:
-    """FLOPs of one forward of ``model`` on ``x`` (FlopCounterMode: 2 per multiply-add)."""
-    counter = FlopCounterMode(display=False)
+    """FLOPs of one forward of ``model`` on ``x`` (FlopCounterMode: 2 per multiply-add),
+    the oneDNN ops that fcnseg calls directly included."""
+    counter = FlopCounterMode(display=False, custom_mapping=_onednn_flop_formulas())
     with torch.inference_mode(), counter:
         model(x)
     return int(counter.get_total_flops())

@@ -17,6 +17,7 @@ import torchvision
 from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 
+from fcnseg.models.conv_as_matmul import Conv2dAsMatmul
 from fcnseg.models.upsampling import Grid
 
 
@@ -71,8 +72,9 @@ class VGGBackbone(Backbone):
             features, {str(pool3): "8", str(pool4): "16", str(pool5): "32"}
         )
         fc6_linear, fc7_linear = vgg.classifier[0], vgg.classifier[3]
-        self.fc6 = nn.Conv2d(512, 4096, 7, padding=0 if pad100 else 3)
-        self.fc7 = nn.Conv2d(4096, 4096, 1)
+        # nn.Conv2d subclasses that run as matrix products on the CPU (conv_as_matmul.py)
+        self.fc6 = Conv2dAsMatmul(512, 4096, 7, padding=0 if pad100 else 3)
+        self.fc7 = Conv2dAsMatmul(4096, 4096, 1)
         with torch.no_grad():  # the same weights, viewed as convolutions (Section 3.1)
             self.fc6.weight.copy_(fc6_linear.weight.view(4096, 512, 7, 7))
             self.fc6.bias.copy_(fc6_linear.bias)
@@ -114,8 +116,8 @@ class AlexNetBackbone(Backbone):
         self.features = alexnet.features
         fc6_linear, fc7_linear = alexnet.classifier[1], alexnet.classifier[4]
         self.pad6 = nn.ZeroPad2d((2, 3, 2, 3))  # 'same' for an even kernel
-        self.fc6 = nn.Conv2d(256, 4096, 6)
-        self.fc7 = nn.Conv2d(4096, 4096, 1)
+        self.fc6 = Conv2dAsMatmul(256, 4096, 6)
+        self.fc7 = Conv2dAsMatmul(4096, 4096, 1)
         with torch.no_grad():
             self.fc6.weight.copy_(fc6_linear.weight.view(4096, 256, 6, 6))
             self.fc6.bias.copy_(fc6_linear.bias)

@@ -35,10 +35,11 @@ import mmap
 import sys
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models._utils import IntermediateLayerGetter
+
+from fcnseg.models.conv_as_matmul import Conv2dAsMatmul, im2col_rows
 
 __all__ = [
     "ConvAsMatmul",
@@ -183,20 +184,9 @@ class ConvAsMatmul(nn.Module):
         return torch.cat(outs, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, _, _ = x.shape
-        nhwc = x.permute(0, 2, 3, 1)  # a view when x is channels_last
-        if self.kernel == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0):
-            oh, ow = x.shape[-2:]
-            rows = nhwc.reshape(-1, c)
-        else:
-            (ph, pw), (kh, kw), (sh, sw) = self.padding, self.kernel, self.stride
-            if ph or pw:
-                nhwc = F.pad(nhwc, (0, 0, pw, pw, ph, ph))
-            patches = nhwc.unfold(1, kh, sh).unfold(2, kw, sw)  # (N, OH, OW, C, kh, kw)
-            oh, ow = patches.shape[1], patches.shape[2]
-            rows = patches.reshape(n * oh * ow, c * kh * kw)
+        rows, oh, ow = im2col_rows(x, self.kernel, self.padding, self.stride)
         out = self._matmul(rows)
-        return out.view(n, oh, ow, -1).permute(0, 3, 1, 2)
+        return out.view(x.shape[0], oh, ow, -1).permute(0, 3, 1, 2)
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight.shape)}, kernel_size={self.kernel}, relu={self.relu}"
@@ -218,7 +208,7 @@ def _as_matmul(conv: nn.Conv2d) -> bool:
 
 def _convertible(conv: nn.Module) -> bool:
     return (
-        type(conv) is nn.Conv2d
+        type(conv) in (nn.Conv2d, Conv2dAsMatmul)
         and conv.padding_mode == "zeros"
         and not isinstance(conv.padding, str)
     )
