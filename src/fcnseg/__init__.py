@@ -18,6 +18,7 @@ from fcnseg.models import (
     list_backbones,
     list_models,
 )
+from fcnseg.models.optimize import optimize_for_inference
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,7 @@ __all__ = [
     "list_models",
     "load_model",
     "metrics",
+    "optimize_for_inference",
     "predict",
     "save_model",
 ]

@@ -9,7 +9,6 @@ pickle that would execute code is refused.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import tempfile
@@ -140,9 +139,9 @@ def load_model(
 
     ckpt = read_checkpoint(path, mmap=mmap)
     cfg = dict(ckpt["config"])
-    # mmap: built on the meta device (no memory, no random init), then the file's tensors
-    # are assigned as the parameters and buffers
-    with torch.device("meta") if mmap else contextlib.nullcontext():
+    # Built on the meta device (no memory, no random init), then the file's tensors are
+    # assigned as the parameters and buffers: the weights are never held twice.
+    with torch.device("meta"):
         model = build_model(
             cfg.pop("arch"),
             backbone=cfg.pop("backbone"),
@@ -153,7 +152,7 @@ def load_model(
             preprocess=cfg.pop("preprocess", None),
         )
     try:
-        model.load_state_dict(ckpt["model"], assign=mmap)
+        model.load_state_dict(ckpt["model"], assign=True)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise CheckpointError(f"{path}: weights do not fit the stored config ({first})") from None
