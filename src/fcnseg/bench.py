@@ -589,6 +589,7 @@ def _measure(
                 example=x,
             )
             result["optimize_choice"] = runner.choice
+            result["optimize_candidates_ms"] = runner.timings_ms
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         rss_before = (_read_status_kib("VmRSS") or 0) / 1024

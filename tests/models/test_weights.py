@@ -106,6 +106,24 @@ def test_save_and_load_model_round_trip(tmp_path):
         assert torch.equal(loaded(x), model.eval()(x))
 
 
+@pytest.mark.parametrize("mmap", [False, True])
+@pytest.mark.parametrize(
+    "head, backbone",
+    [("fcn8s", "vgg16_bn"), ("fcn8s", "mobilenet_v3_large"), ("fcn32s", "alexnet")],
+)
+def test_load_model_assigns_every_tensor_from_the_file(head, backbone, mmap, tmp_path):
+    # load_model builds on the meta device: a tensor it failed to assign would stay meta
+    model = fcnseg.build_model(head, backbone=backbone, num_classes=3).eval()
+    nn.init.normal_(model.score_fr.weight)
+    fcnseg.save_model(model, tmp_path / "m.pt")
+    loaded = fcnseg.load_model(tmp_path / "m.pt", mmap=mmap)
+    tensors = [*loaded.parameters(), *loaded.buffers()]
+    assert not any(t.is_meta for t in tensors)
+    x = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
 def test_full_weights_from_an_fcnseg_file_and_mismatch_errors(tmp_path):
     model = fcnseg.fcn8s(num_classes=4, backbone="resnet18")
     fcnseg.save_model(model, tmp_path / "m.pt")
