@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from fcnseg.bench import count_flops
 from fcnseg.models import build_model
-from fcnseg.models.conv_as_matmul import Conv2dAsMatmul, matmul_available
+from fcnseg.models.conv_as_matmul import Conv2dAsMatmul, matmul_available, weight_matrix
 
 pytestmark = pytest.mark.skipif(not matmul_available(), reason="no oneDNN ops in this build")
 
@@ -16,6 +16,7 @@ pytestmark = pytest.mark.skipif(not matmul_available(), reason="no oneDNN ops in
     [
         (8, 16, 7, 3, (2, 8, 5, 6), False, True),  # fc6, default geometry
         (8, 16, 7, 0, (2, 8, 9, 10), False, True),  # fc6, pad100 geometry
+        (8, 16, 7, 3, (2, 8, 5, 6), True, True),  # fc6 of a channels_last model
         (16, 12, 1, 0, (2, 16, 4, 5), True, True),  # fc7 on an NHWC map
         (8, 4, 7, 3, (1, 8, 1, 1), False, False),  # a 1x1 map, no bias
     ],
@@ -25,6 +26,8 @@ def test_forward_and_gradients_equal_the_convolution(
 ):
     torch.manual_seed(0)
     conv = Conv2dAsMatmul(in_ch, out_ch, kernel, padding=padding, bias=bias)
+    if channels_last:  # model.to(memory_format=torch.channels_last) changes the weights too
+        conv = conv.to(memory_format=torch.channels_last)
     x = torch.randn(*shape, requires_grad=True)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     grads = []
@@ -59,3 +62,12 @@ def test_vgg_fc_layers_are_matmuls_and_flops_are_still_counted():
     expected_fc = 2 * 4 * 4096 * (512 * 49 + 4096)
     without_fc = count_flops(model.backbone.features, x)
     assert count_flops(model, x) - without_fc >= expected_fc
+
+
+def test_a_channels_last_weight_is_used_in_place():
+    conv = Conv2dAsMatmul(8, 16, 7, padding=3).to(memory_format=torch.channels_last)
+    matrix, channels_last_order = weight_matrix(conv.weight)
+    assert channels_last_order and matrix.data_ptr() == conv.weight.data_ptr()  # no copy
+    x = torch.randn(1, 8, 6, 5, requires_grad=True)
+    conv(x).sum().backward()
+    assert conv.weight.grad.is_contiguous(memory_format=torch.channels_last)  # as the weight

@@ -61,6 +61,19 @@ def test_same_outputs_as_the_eager_model_for_any_shape(head, backbone, pad100):
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
 
 
+def test_a_channels_last_model_gives_the_same_outputs_and_fc6_is_still_shared():
+    model = _informative(fcnseg.build_model("fcn8s", backbone="vgg16", num_classes=3))
+    x = torch.randn(1, 3, 70, 90)
+    with torch.inference_mode():
+        ref = model(x)
+        model = model.to(memory_format=torch.channels_last)
+        fast = to_onednn(model)
+        out, eager = fast(x), model(x)
+    assert fast.backbone.fc6.weight.data_ptr() == model.backbone.fc6.weight.data_ptr()
+    for got in (out, eager):
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
+
+
 def test_vgg_layers_are_rewritten_and_fc6_is_not_copied():
     model = fcnseg.build_model("fcn8s", backbone="vgg16", num_classes=3)
     fast = to_onednn(model)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Conv2dAsMatmul", "im2col_rows", "matmul_available"]
+__all__ = ["Conv2dAsMatmul", "im2col_rows", "matmul_available", "weight_matrix"]
 
 
 def matmul_available() -> bool:
@@ -27,13 +27,31 @@ def matmul_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def weight_matrix(weight: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """A ``(O, C, kh, kw)`` weight as an ``(O, K)`` matrix without a copy where its layout
+    allows: columns ``(c, kh, kw)`` for a contiguous weight, ``(kh, kw, c)`` for a channels_last
+    one (returned flag ``channels_last_order``). Other layouts are copied once, to the former.
+    """
+    out_ch = weight.shape[0]
+    if weight.is_contiguous():
+        return weight.reshape(out_ch, -1), False
+    if weight.is_contiguous(memory_format=torch.channels_last):
+        return weight.permute(0, 2, 3, 1).reshape(out_ch, -1), True
+    return weight.contiguous().reshape(out_ch, -1), False
+
+
 def im2col_rows(
-    x: torch.Tensor, kernel: tuple[int, int], padding: tuple[int, int], stride=(1, 1)
+    x: torch.Tensor,
+    kernel: tuple[int, int],
+    padding: tuple[int, int],
+    stride=(1, 1),
+    channels_last_order: bool = False,
 ) -> tuple[torch.Tensor, int, int]:
     """The rows of a convolution as a matrix product: ``(N*OH*OW, C*kh*kw)``, plus OH, OW.
 
-    Columns are ordered ``(c, kh, kw)``, like ``weight.reshape(O, -1)`` and ``F.unfold``. For a
-    1x1 kernel on a channels_last map the rows are a view (no copy).
+    Columns are ordered ``(c, kh, kw)`` like ``F.unfold`` and a contiguous weight, or
+    ``(kh, kw, c)`` with ``channels_last_order`` (see ``weight_matrix``). For a 1x1 kernel on a
+    channels_last map the rows are a view (no copy).
     """
     n, c = x.shape[:2]
     nhwc = x.permute(0, 2, 3, 1)
@@ -44,6 +62,8 @@ def im2col_rows(
         nhwc = F.pad(nhwc, (0, 0, pw, pw, ph, ph))
     patches = nhwc.unfold(1, kh, sh).unfold(2, kw, sw)  # (N, OH, OW, C, kh, kw)
     oh, ow = patches.shape[1], patches.shape[2]
+    if channels_last_order:
+        patches = patches.permute(0, 1, 2, 4, 5, 3)  # (N, OH, OW, kh, kw, C)
     return patches.reshape(n * oh * ow, c * kh * kw), oh, ow
 
 
@@ -60,11 +80,11 @@ class _ConvAsMatmul(torch.autograd.Function):
     def forward(ctx, x, weight, bias, padding):
         # returns the (N*OH*OW, O) matrix; the NHWC view of it is made by the caller (a view
         # made inside a Function could not be modified in place, as ReLU(inplace) does)
-        out_ch, _, kh, kw = weight.shape
-        rows, _, _ = im2col_rows(x, (kh, kw), padding)
+        w2, order = weight_matrix(weight)
+        rows, _, _ = im2col_rows(x, weight.shape[2:], padding, channels_last_order=order)
         ctx.save_for_backward(x, weight)
         ctx.padding, ctx.has_bias = padding, bias is not None
-        return _inner(rows, weight.reshape(out_ch, -1), bias)
+        return _inner(rows, w2, bias)
 
     @staticmethod
     def backward(ctx, g):
@@ -72,19 +92,30 @@ class _ConvAsMatmul(torch.autograd.Function):
         n, c, h, w = x.shape
         out_ch, _, kh, kw = weight.shape
         g = g.contiguous()  # (N*OH*OW, O)
-        w2 = weight.reshape(out_ch, -1)
+        w2, order = weight_matrix(weight)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_rows = _inner(g, w2.t(), None)  # (N*OH*OW, C*kh*kw) = g @ W
+            grad_rows = _inner(g, w2.t(), None)  # (N*OH*OW, K) = g @ W
             if (kh, kw) == (1, 1) and ctx.padding == (0, 0):
                 grad_x = grad_rows.view(n, h, w, c).permute(0, 3, 1, 2)
             else:  # col2im: every row's patch added back where it came from
-                cols = grad_rows.view(n, -1, c * kh * kw).transpose(1, 2)
-                grad_x = F.fold(cols, (h, w), (kh, kw), padding=ctx.padding)
+                cols = grad_rows.view(n, -1, c * kh * kw)
+                if order:  # F.fold wants (c, kh, kw) columns
+                    cols = (
+                        cols.view(n, -1, kh, kw, c)
+                        .permute(0, 1, 4, 2, 3)
+                        .reshape(n, -1, c * kh * kw)
+                    )
+                grad_x = F.fold(cols.transpose(1, 2), (h, w), (kh, kw), padding=ctx.padding)
         if ctx.needs_input_grad[1]:
-            rows, _, _ = im2col_rows(x, (kh, kw), ctx.padding)
-            # dW = g.T @ rows, as an inner product of the transposed operands
-            grad_w = _inner(g.t().contiguous(), rows.t().contiguous(), None).view_as(weight)
+            rows, _, _ = im2col_rows(x, (kh, kw), ctx.padding, channels_last_order=order)
+            # dW = g.T @ rows, as an inner product of the transposed operands; laid out as
+            # the weight is, so the optimiser's update needs no reorder either
+            grad = _inner(g.t().contiguous(), rows.t().contiguous(), None)
+            if order:
+                grad_w = grad.view(out_ch, kh, kw, c).permute(0, 3, 1, 2)
+            else:
+                grad_w = grad.view_as(weight)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g.sum(0)
         return grad_x, grad_w, grad_b, None

@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models._utils import IntermediateLayerGetter
 
-from fcnseg.models.conv_as_matmul import Conv2dAsMatmul, im2col_rows
+from fcnseg.models.conv_as_matmul import Conv2dAsMatmul, im2col_rows, weight_matrix
 
 __all__ = [
     "ConvAsMatmul",
@@ -157,10 +157,9 @@ class ConvAsMatmul(nn.Module):
         self, conv: nn.Conv2d, relu: bool = False, stream: bool = False, chunk_mib: float = 96
     ) -> None:
         super().__init__()
-        w = conv.weight.detach()
-        if not w.is_contiguous():
-            w = w.contiguous()  # the (O, C, kh, kw) order that the patches below follow
-        self.register_buffer("weight", w.view(w.shape[0], -1))
+        # an (O, K) view of the weight in whichever column order its layout gives
+        weight, self.channels_last_order = weight_matrix(conv.weight.detach())
+        self.register_buffer("weight", weight)
         self.register_buffer("bias", None if conv.bias is None else conv.bias.detach())
         self.kernel = tuple(conv.kernel_size)
         self.stride, self.padding = tuple(conv.stride), tuple(conv.padding)
@@ -184,7 +183,9 @@ class ConvAsMatmul(nn.Module):
         return torch.cat(outs, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows, oh, ow = im2col_rows(x, self.kernel, self.padding, self.stride)
+        rows, oh, ow = im2col_rows(
+            x, self.kernel, self.padding, self.stride, self.channels_last_order
+        )
         out = self._matmul(rows)
         return out.view(x.shape[0], oh, ow, -1).permute(0, 3, 1, 2)
 

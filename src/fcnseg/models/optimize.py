@@ -72,6 +72,23 @@ class OptimizedModel(nn.Module):
             return getattr(super().__getattr__("model"), name)
 
 
+def _tensors_of(model: nn.Module) -> list[tuple[nn.Module, str, torch.Tensor, bool]]:
+    """Every parameter's and buffer's current tensor, to undo in-place conversions."""
+    saved = []
+    for module in model.modules():
+        saved += [(module, n, p.data, True) for n, p in module._parameters.items() if p is not None]
+        saved += [(module, n, b, False) for n, b in module._buffers.items() if b is not None]
+    return saved
+
+
+def _restore_tensors(saved: list[tuple[nn.Module, str, torch.Tensor, bool]]) -> None:
+    for module, name, tensor, is_parameter in saved:
+        if is_parameter:
+            module._parameters[name].data = tensor
+        else:
+            module._buffers[name] = tensor
+
+
 def _key(x: torch.Tensor) -> tuple:
     return (tuple(x.shape), x.dtype, x.device)
 
@@ -157,7 +174,13 @@ def optimize_for_inference(
     frozen) are timed on ``example`` in alternation and the fastest is kept (VGG16 and
     MobileNetV3 prefer the oneDNN layers on the project's machine; see benchmarks/README.md).
     Without ``example``: the oneDNN layers where the build has them and the model is on the
-    CPU, else channels_last eager. The choice's name is in ``result.choice``.
+    CPU, else channels_last eager. The choice's name is in ``result.choice``, each timed
+    candidate's median in ``result.timings_ms``.
+
+    Memory: the ``onednn`` copy shares the model's weights; a frozen candidate, once built,
+    keeps its pre-packed weights in TorchScript's global compilation unit even when it is not
+    chosen (measured: +640 MiB for VGG16). Where memory matters pass ``freeze=False`` or
+    ``candidate="onednn"`` (or ``"onednn_streamed"``).
 
     Returns:
         An ``OptimizedModel`` that forwards attribute access (``config``, ``preprocess`` ...)
@@ -208,6 +231,7 @@ def optimize_for_inference(
         return best
     from fcnseg.bench import time_interleaved
 
+    layout = _tensors_of(model)  # the candidates change the model's memory format in place
     built = {c: _build_candidate(model, c, example) for c in allowed}
     times = time_interleaved(
         {c.name: (lambda m=m: m(example)) for c, m in built.items()},
@@ -217,7 +241,12 @@ def optimize_for_inference(
     )
     choice = min(allowed, key=lambda c: times[c.name]["ms"])
     best = built[choice]
-    if not choice.onednn:
+    del built
+    if choice.onednn:
+        # give the model back its own tensors, which the oneDNN copy shares: otherwise the
+        # weights would be held twice (once in each memory format)
+        _restore_tensors(layout)
+    else:
         best.model = best.model.to(memory_format=best.memory_format)  # the candidates share it
     best.choice = choice.name
     best.timings_ms = {name: t["ms"] for name, t in times.items()}
