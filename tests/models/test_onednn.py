@@ -148,3 +148,10 @@ def test_release_pages_frees_a_mapped_tensor_and_anonymous_weights_are_never_str
     conv = nn.Conv2d(4096, 8, 1)  # anonymous memory: streaming would zero it, so it is off
     assert not file_backed(conv.weight) and not ConvAsMatmul(conv, stream=True).stream
     assert not FusedConv2d(nn.Conv2d(3, 4, 3), stream=True).stream
+
+
+def test_to_onednn_leaves_a_training_model_in_training_mode():
+    model = fcnseg.build_model("fcn8s", backbone="resnet18", num_classes=3).train()
+    fast = to_onednn(model)
+    assert model.training and not fast.training
+    assert all(not m.training for m in fast.modules())

@@ -254,7 +254,8 @@ def _fuse_in_sequence(module: nn.Module, stream: bool) -> None:
 
 
 def to_onednn(model: nn.Module, stream_weights: bool = False) -> nn.Module:
-    """A copy of ``model`` (in eval mode) whose ``Conv2d`` layers run as oneDNN calls.
+    """A copy of ``model``, in eval mode, whose ``Conv2d`` layers run as oneDNN calls (``model``
+    itself is left as it is, training flag included).
 
     Parameters that are used as they are (every ``ConvAsMatmul`` weight, the upsamplers, ...)
     are shared with ``model``, not copied. Feed it channels_last inputs for the best speed;
@@ -264,16 +265,15 @@ def to_onednn(model: nn.Module, stream_weights: bool = False) -> nn.Module:
     """
     if not available():
         raise RuntimeError("this PyTorch build has no oneDNN pointwise ops (torch.ops.mkldnn)")
-    model.eval()
     shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
-    fast = copy.deepcopy(model, memo=shared)  # new modules, the same tensors
+    fast = copy.deepcopy(model, memo=shared).eval()  # new modules, the same tensors
     for module in list(fast.modules()):
         _fuse_in_sequence(module, stream_weights)
     for module in list(fast.modules()):
         for name, child in list(module._modules.items()):
             if child is not None and _convertible(child):
                 module._modules[name] = _onednn_layer(child, relu=False, stream=stream_weights)
-    return fast.eval()
+    return fast.eval()  # the new layers too
 
 
 def for_inference(
