@@ -15,8 +15,9 @@
   Python (not scriptable), so the trace is specialised to the example's shape; other shapes run
   the eager model. MobileNetV3 at 360x480 likes it best (12.6 ms vs 13.5 onednn).
 - ``torch.inference_mode``: always (no autograd bookkeeping, no version counters).
-- ``torch.compile`` (inductor, ``freezing=True``): 30 s to compile per shape on 2 cores and no
-  gain beyond the noise on VGG16 (it keeps fc6 a direct convolution); not used.
+- ``torch.compile`` (inductor, ``freezing=True``): 4 % faster than ``onednn`` on VGG16 at
+  500x500 (480 vs 498 ms, ``python -m benchmarks.compile_check``) after 4-18 s of compiling per
+  input shape, with a pre-packed second copy of every weight; not a candidate.
 
 Since the best combination depends on the backbone and the CPU, with an ``example`` the
 candidates are timed on it and the fastest is kept (as ``cudnn.benchmark`` does for kernels).
