@@ -3,14 +3,14 @@
 PyTorch's eager CPU convolution reorders weights on every call and runs every shape as a direct
 convolution. That is close to the machine's peak for VGG's 3x3 layers in NHWC, and far from
 it for the layers that are really matrix products. Measured on the project's 2-core AVX-512
-machine (fp32, batch 1, 500x500 input; ``benchmarks/README.md``):
+machine (fp32, batch 1, 500x500 input; ``python -m benchmarks.profile_layers``):
 
-- fc6, a 7x7 convolution 512 -> 4096 on a 16x16 map: 231 ms as a direct convolution, 113 ms as
-  im2col (3.5 ms) + oneDNN inner product. The weight is a ``view`` of the convolution's.
+- fc6, a 7x7 convolution 512 -> 4096 on a 16x16 map: 246 ms as a direct convolution, 129 ms as
+  im2col (4 ms) + oneDNN inner product. The weight is a ``view`` of the convolution's.
 - fc7 and every other 1x1 convolution: 42 -> 19 ms as an inner product on the NHWC rows
   (no copy at all: an NHWC map *is* a ``(pixels, channels)`` matrix).
 - 3x3 convolutions: oneDNN with the following ReLU fused in (one pass less over each map), and
-  BatchNorm folded into the convolution where one follows the other.
+  BatchNorm folded into the convolution where one follows the other (conv1_2: 87 -> 51 ms).
 
 ``to_onednn(model)`` returns a copy of ``model`` built this way that *shares* the parameters
 it does not transform (no second copy of fc6's 392 MiB), computes the same outputs within
@@ -21,9 +21,8 @@ oneDNN ops have no autograd. ``available()`` says whether this PyTorch build has
 memory-mapped from a checkpoint (``fcnseg.load_model(path, mmap=True)``): a layer's weight is
 mapped in while the layer runs and dropped from the process's resident set right after
 (``madvise(MADV_DONTNEED)``; the next call maps it again from the page cache), fc6 in chunks of
-``chunk_mib``. The process then never holds fc6's 392 MiB at once: measured, 117 ms for fc6
-either way, and the whole FCN-8s at 500x500 in about 1.2 GiB of RSS instead of 1.7
-(benchmarks/README.md).
+``chunk_mib``. The process then never holds fc6's 392 MiB at once: the whole FCN-8s at 500x500
+runs in 1115 MiB of RSS instead of 1713, 0-4 % slower (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -40,6 +39,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models._utils import IntermediateLayerGetter
 
 from fcnseg.models.conv_as_matmul import Conv2dAsMatmul, im2col_rows, weight_matrix
+
+_NHWC = torch.channels_last
 
 __all__ = [
     "ConvAsMatmul",
@@ -191,9 +192,6 @@ class ConvAsMatmul(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight.shape)}, kernel_size={self.kernel}, relu={self.relu}"
-
-
-_NHWC = torch.channels_last
 
 
 def _as_matmul(conv: nn.Conv2d) -> bool:
