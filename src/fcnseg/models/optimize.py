@@ -5,15 +5,16 @@
 2-core AVX-512 machine (interleaved in one process; figures in ``benchmarks/README.md``):
 
 - ``onednn`` (``fcnseg.models.onednn``): every convolution as a direct oneDNN call chosen by
-  its shape: fc6/fc7 and 1x1 layers as inner products, 3x3 layers with their ReLU fused,
-  BatchNorm folded; NHWC; any input shape; parameters shared with the model. VGG16 FCN-8s at
-  500x500: 513 ms vs 803 eager NCHW, 677 channels_last, 648 frozen (fc6 alone: 231 -> 113 ms).
+  its shape: fc6/fc7 and 1x1 layers as inner products, 3x3 layers pre-packed with their ReLU
+  fused, BatchNorm folded; NHWC; any input shape; fc6/fc7 shared with the model. VGG16 FCN-8s
+  at 500x500 (suite of 2026-11-30 12:05): 483 ms vs 484 channels_last, 652 frozen, 976
+  frozen_channels_last; 709 eager NCHW.
 - ``channels_last``: eager NHWC (oneDNN runs NHWC natively).
 - ``frozen`` / ``frozen_channels_last``: trace + ``torch.jit.freeze`` (+
   ``torch.jit.optimize_for_inference`` for NCHW): BatchNorm folding, conv + ReLU fusion,
   oneDNN weight pre-packing (a second copy of the weights). The FCN head computes its crops in
   Python (not scriptable), so the trace is specialised to the example's shape; other shapes run
-  the eager model. MobileNetV3 at 360x480 likes it best (12.6 ms vs 13.5 onednn).
+  the eager model. MobileNetV3 at 360x480 likes it best (11.4 ms, a tie with onednn).
 - ``torch.inference_mode``: always (no autograd bookkeeping, no version counters).
 - ``torch.compile`` (inductor, ``freezing=True``): 4 % faster than ``onednn`` on VGG16 at
   500x500 (480 vs 498 ms, ``python -m benchmarks.compile_check``) after 4-18 s of compiling per
