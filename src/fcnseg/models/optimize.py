@@ -16,8 +16,8 @@
   Python (not scriptable), so the trace is specialised to the example's shape; other shapes run
   the eager model. MobileNetV3 at 360x480 likes it best (11.4 ms, a tie with onednn).
 - ``torch.inference_mode``: always (no autograd bookkeeping, no version counters).
-- ``torch.compile`` (inductor, ``freezing=True``): 4 % faster than ``onednn`` on VGG16 at
-  500x500 (480 vs 498 ms, ``python -m benchmarks.compile_check``) after 4-18 s of compiling per
+- ``torch.compile`` (inductor, ``freezing=True``): 2-4 % faster than ``onednn`` on VGG16 at
+  500x500 (513 vs 521 ms, ``python -m benchmarks.compile_check``) after 4-18 s of compiling per
   input shape, with a pre-packed second copy of every weight; not a candidate.
 
 Since the best combination depends on the backbone and the CPU, with an ``example`` the
