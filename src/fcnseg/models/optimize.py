@@ -191,31 +191,27 @@ def optimize_for_inference(
     Raises:
         ValueError: ``freeze=True`` without ``example``; ``onednn=True`` where it cannot run.
     """
+    chosen = None
     if candidate is not None:
         named = {c.name: c for c in (*CANDIDATES, LOW_MEMORY)}
         if candidate not in named:
             raise ValueError(f"unknown candidate {candidate!r}; choose one of {list(named)}")
-        if candidate == LOW_MEMORY.name:
-            if not onednn_available():
-                raise ValueError(f"{candidate} needs a PyTorch build with oneDNN")
-            model.eval()
-            for p in model.parameters():
-                p.requires_grad_(False)
-            best = _build_candidate(model, LOW_MEMORY, example)
-            best.choice = LOW_MEMORY.name
-            return best
-        c = named[candidate]
-        channels_last, freeze, onednn = c.channels_last, c.freeze, c.onednn
+        chosen = named[candidate]
+        freeze, onednn = chosen.freeze, chosen.onednn
     if freeze and example is None:
         raise ValueError("freeze=True traces the model: pass example=<an input tensor>")
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
     if example is not None:
         on_cpu = on_cpu and example.device.type == "cpu"
     if onednn and not (on_cpu and onednn_available()):
-        raise ValueError("onednn=True needs a CPU model and a PyTorch build with oneDNN")
+        raise ValueError("oneDNN layers need a CPU model and a PyTorch build with oneDNN")
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    if chosen is not None:  # built as named, nothing timed
+        best = _build_candidate(model, chosen, example)
+        best.choice = chosen.name
+        return best
     allowed = [
         c
         for c in CANDIDATES
