@@ -14,6 +14,7 @@ from fcnseg.models.onednn import (
     FusedConv2d,
     available,
     file_backed,
+    for_inference,
     release_pages,
     to_onednn,
 )
@@ -155,3 +156,17 @@ def test_to_onednn_leaves_a_training_model_in_training_mode():
     fast = to_onednn(model)
     assert model.training and not fast.training
     assert all(not m.training for m in fast.modules())
+
+
+def test_the_inference_copy_is_reused_until_the_weights_change():
+    model = _informative(fcnseg.build_model("fcn8s", backbone="resnet18", num_classes=3))
+    first = for_inference(model, "cpu")
+    assert for_inference(model, "cpu") is first  # predict image by image: built once
+    with torch.no_grad():
+        model.score_fr.bias.add_(1.0)  # as an optimiser step would
+    second = for_inference(model, "cpu")
+    assert second is not first
+    x = torch.randn(1, 3, 40, 56)
+    with torch.inference_mode():
+        ref = model(x)
+        torch.testing.assert_close(second(x), ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
