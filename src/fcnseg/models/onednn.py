@@ -39,7 +39,12 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models._utils import IntermediateLayerGetter
 
-from fcnseg.models.conv_as_matmul import Conv2dAsMatmul, im2col_rows, weight_matrix
+from fcnseg.models.conv_as_matmul import (
+    Conv2dAsMatmul,
+    im2col_rows,
+    matmul_available,
+    weight_matrix,
+)
 
 _NHWC = torch.channels_last
 
@@ -56,12 +61,7 @@ __all__ = [
 
 def available() -> bool:
     """True where PyTorch was built with oneDNN and exposes its pointwise-fused CPU ops."""
-    ops = torch.ops.mkldnn
-    return (
-        torch.backends.mkldnn.is_available()
-        and hasattr(ops, "_linear_pointwise")
-        and hasattr(ops, "_convolution_pointwise")
-    )
+    return matmul_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
 def _attr(relu: bool) -> str:
