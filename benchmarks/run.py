@@ -37,10 +37,10 @@ from fcnseg.bench import (
     gemm_peak,
     machine_info,
     make_train_step,
+    memory_mapped_copy,
     run_benchmark,
     time_interleaved,
 )
-from fcnseg.engine.checkpoint import load_model, save_model
 from fcnseg.models import build_model
 from fcnseg.models.optimize import optimize_for_inference
 
@@ -105,9 +105,8 @@ def inference_block(s: dict) -> list[dict]:
     }
     nets = {k: v.eval().to(s["device"]) for k, v in nets.items()}
     tmp = tempfile.TemporaryDirectory(prefix="fcnseg-bench-")
-    save_model(build_model("fcn8s"), Path(tmp.name) / "model.pt")
     nets["fcnseg-fcn8s-vgg16-lowmem"] = optimize_for_inference(
-        load_model(Path(tmp.name) / "model.pt", mmap=True), candidate="onednn_streamed"
+        memory_mapped_copy(build_model("fcn8s"), tmp.name), candidate="onednn_streamed"
     )
     for name in ("fcnseg-fcn8s-vgg16-opt", "fcnseg-fcn8s-vgg16-pad100-opt"):
         nets[name] = optimize_for_inference(nets[name], example=x)

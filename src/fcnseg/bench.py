@@ -71,6 +71,7 @@ __all__ = [
     "gemm_peak",
     "machine_info",
     "make_train_step",
+    "memory_mapped_copy",
     "parse_size",
     "peers_for",
     "run_benchmark",
@@ -247,8 +248,8 @@ def gemm_kernels(
 
     ``torch.mm`` everywhere (MKL on CPU, cuBLAS on GPU); on a CPU whose PyTorch has oneDNN,
     also oneDNN's inner product (``torch.ops.mkldnn._linear_pointwise``), the kernel
-    ``fcnseg.models.onednn`` runs fc6/fc7 on. Which is faster depends on the CPU: on the
-    project's AMD EPYC machine MKL reaches 170 GFLOP/s, oneDNN 490.
+    ``fcnseg.models.onednn`` runs fc6/fc7 on. Which is faster depends on the CPU (on the
+    project's AMD EPYC machine oneDNN's, by more than 2x: benchmarks/README.md).
     """
     from fcnseg.models.onednn import available as onednn_available
 
@@ -330,6 +331,16 @@ def make_train_step(
         scaler.update()
 
     return step
+
+
+def memory_mapped_copy(model: nn.Module, folder: str | Path) -> nn.Module:
+    """``model`` saved to ``folder/model.pt`` and loaded back with ``mmap=True``: the same
+    weights, file-backed, as the low-memory mode (``onednn_streamed``) needs them. The folder
+    may be removed afterwards on Linux (mapped pages stay valid)."""
+    from fcnseg.engine.checkpoint import load_model, save_model
+
+    path = save_model(model, Path(folder) / "model.pt")
+    return load_model(path, mmap=True)
 
 
 def _onednn_flop_formulas() -> dict:
@@ -544,16 +555,11 @@ def _measure(
     )
     mapped_dir = None
     if optimize == "onednn_streamed" and module is None and peer is None:
-        # the low-memory mode needs file-backed weights: save, then map the file back in
         import shutil
         import tempfile
 
-        from fcnseg.engine.checkpoint import load_model, save_model
-
         mapped_dir = tempfile.mkdtemp(prefix="fcnseg-bench-")
-        save_model(net, Path(mapped_dir) / "model.pt")
-        del net
-        net = load_model(Path(mapped_dir) / "model.pt", mmap=True)
+        net = memory_mapped_copy(net, mapped_dir)  # the low-memory mode needs file-backed weights
     net = net.to(dev, memory_format=fmt).eval()
     name = peer or (
         f"fcnseg-{model}-{backbone}"

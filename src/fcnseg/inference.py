@@ -510,7 +510,8 @@ def iter_predict(
 
     was_training = model.training
     model.to(device).eval()
-    # on the CPU, fp32: the same network on oneDNN's kernels (1.5x for VGG16, same outputs)
+    # on the CPU, fp32: the same network on oneDNN's kernels (VGG16 FCN-8s 500x500: 520 vs
+    # 709 ms eager in benchmarks/README.md; the same outputs within float rounding)
     net = for_inference(model, device, low_memory) if fast and not half else model
     net = net if window is None else _Tiled(net, window, overlap)
     bar = tqdm(total=len(items), desc="predict", unit="img", disable=not progress)

@@ -57,13 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fcnseg.bench import format_table, parse_size, peers_for, run_benchmark
-    from fcnseg.models.optimize import CANDIDATES, LOW_MEMORY
+    from fcnseg.models.optimize import NAMED
 
     if args.batch < 1 or args.repeat < 1 or args.warmup < 0:
         raise ValueError("--batch and --repeat must be >= 1, --warmup >= 0")
-    names = [c.name for c in (*CANDIDATES, LOW_MEMORY)]
-    if args.optimize not in (None, "auto", *names):
-        raise ValueError(f"--optimize {args.optimize}: choose one of {names} (or none: auto)")
+    if args.optimize not in (None, "auto", *NAMED):
+        raise ValueError(f"--optimize {args.optimize}: choose one of {list(NAMED)} (or none: auto)")
     optimize = {None: False, "auto": True}.get(args.optimize, args.optimize)
     common = dict(
         size=parse_size(args.size, "--size"),

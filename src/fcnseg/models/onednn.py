@@ -22,7 +22,8 @@ memory-mapped from a checkpoint (``fcnseg.load_model(path, mmap=True)``): a laye
 mapped in while the layer runs and dropped from the process's resident set right after
 (``madvise(MADV_DONTNEED)``; the next call maps it again from the page cache), fc6 in chunks of
 ``chunk_mib``. The process then never holds fc6's 392 MiB at once: the whole FCN-8s at 500x500
-runs in 1115 MiB of RSS instead of 1713, 0-4 % slower (benchmarks/README.md).
+runs in 1059 MiB of RSS instead of 1690, 0-6 % slower (``python -m benchmarks.run --suite
+cpu``, benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -120,9 +121,9 @@ class FusedConv2d(nn.Module):
         self.stream = stream and file_backed(weight)
         self.shape = tuple(weight.shape)
         if not self.stream:
-            # A copy in oneDNN's own blocked layout, so no call reorders it (VGG16 FCN-8s at
-            # 500x500: 530 -> 516 ms against plain NHWC weights); 3x3 weights are small. Kept
-            # as a plain attribute: an opaque oneDNN tensor has no place in a state dict.
+            # A copy in oneDNN's own blocked layout, so no call reorders it (a few percent on
+            # VGG16 against plain NHWC weights); 3x3 weights are small. Kept as a plain
+            # attribute: an opaque oneDNN tensor has no place in a state dict.
             weight = _packed(weight, self)
         self.weight = weight
         self.register_buffer("bias", None if conv.bias is None else conv.bias.detach())
@@ -179,8 +180,8 @@ class ConvAsMatmul(nn.Module):
         self.kernel = tuple(conv.kernel_size)
         self.stride, self.padding = tuple(conv.stride), tuple(conv.padding)
         self.relu = relu
-        # stream: output channels in chunks of about chunk_mib of weight, each chunk's pages
-        # dropped after use (measured: 1024-row chunks of fc6 cost nothing, 512 cost 10 %)
+        # stream: output channels in chunks of about chunk_mib of weight (fc6: 4 chunks), each
+        # chunk's pages dropped after use; smaller chunks mean smaller, less efficient products
         self.stream = stream and file_backed(self.weight)
         row_bytes = self.weight.shape[1] * self.weight.element_size()
         self.chunk = max(1, int(chunk_mib * 2**20) // row_bytes) if self.stream else None
@@ -210,7 +211,7 @@ class ConvAsMatmul(nn.Module):
 
 def _as_matmul(conv: nn.Conv2d) -> bool:
     """1x1 convolutions, and large kernels over many channels (fc6): inner products win there."""
-    if conv.groups != 1 or tuple(conv.dilation) != (1, 1) or isinstance(conv.padding, str):
+    if conv.groups != 1 or tuple(conv.dilation) != (1, 1):
         return False
     kh, kw = conv.kernel_size
     pointwise = (

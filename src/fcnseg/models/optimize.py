@@ -117,6 +117,8 @@ CANDIDATES = (
 # memory-mapped from a checkpoint (``fcnseg.load_model(path, mmap=True)``); as fast within a
 # few percent, far less resident memory.
 LOW_MEMORY = Candidate("onednn_streamed", channels_last=True, onednn=True, stream=True)
+# Every candidate a caller can name (``candidate=``, ``fcnseg bench --optimize NAME``).
+NAMED = {c.name: c for c in (*CANDIDATES, LOW_MEMORY)}
 
 
 def _build_candidate(
@@ -193,10 +195,9 @@ def optimize_for_inference(
     """
     chosen = None
     if candidate is not None:
-        named = {c.name: c for c in (*CANDIDATES, LOW_MEMORY)}
-        if candidate not in named:
-            raise ValueError(f"unknown candidate {candidate!r}; choose one of {list(named)}")
-        chosen = named[candidate]
+        if candidate not in NAMED:
+            raise ValueError(f"unknown candidate {candidate!r}; choose one of {list(NAMED)}")
+        chosen = NAMED[candidate]
         freeze, onednn = chosen.freeze, chosen.onednn
     if freeze and example is None:
         raise ValueError("freeze=True traces the model: pass example=<an input tensor>")
