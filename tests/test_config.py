@@ -209,3 +209,32 @@ def test_stage_errors():
         config_from_dict({"stages": [{"model": {}}]})
     with pytest.raises(ConfigError, match="only meaningful inside stages"):
         config_from_dict({"model": {"init_from": "previous"}})
+
+
+def test_command_line_wins_over_every_stage_and_a_stage_key_after_it_over_that_stage():
+    recipe = CONFIGS / "voc_fcn_staged_vgg16.yaml"
+    cfg = load_config(recipe, ["out=runs/s", "train.max_steps=4", "train.lr=0.5"])
+    stages = stage_configs(cfg)
+    assert [c.train.max_steps for _, c in stages] == [4, 4, 4]
+    assert [c.train.lr for _, c in stages] == [0.5, 0.5, 0.5]  # each stage sets its own lr
+    cfg = load_config(recipe, ["out=runs/s", "train.max_steps=4", "stages.2.train.max_steps=9"])
+    assert [c.train.max_steps for _, c in stage_configs(cfg)] == [4, 4, 9]
+    # a model key keeps "previous" chains intact when the command line does not name it
+    assert stage_configs(cfg)[1][1].model.init_from == "runs/s/fcn32s/best.pt"
+
+
+def test_yaml_syntax_error_names_the_file_and_the_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("model:\n  arch: fcn8s\n  backbone: [resnet18\ntrain: {lr: 0.1}\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml: not valid YAML \(line \d+, column \d+"):
+        load_config(path)
+    path.write_bytes(b"model: {arch: \xff\xfe}\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not a text"):
+        load_config(path)
+
+
+def test_default_recipe_is_used_without_a_file():
+    base = {"model": {"num_classes": 7}, "out": "runs/x"}
+    cfg = load_config(None, ["train.lr=0.2"], default=base)
+    assert cfg.model.num_classes == 7 and cfg.train.lr == 0.2 and cfg.out == "runs/x"
+    assert base == {"model": {"num_classes": 7}, "out": "runs/x"}  # not mutated

@@ -96,6 +96,7 @@ def write_recipe(tmp_path, text: str):
         ("out: ../outside\n", "out: '../outside' has a '..' component"),
         ("out: /tmp/elsewhere\n", "out: '/tmp/elsewhere' is absolute"),
         ("data: {max_image_pixels: 0}\n", "data.max_image_pixels: expected a positive int"),
+        ("model: {arch: fcn8s\ntrain: {}\n", "recipe.yaml: not valid YAML (line 2, column"),
     ],
 )
 def test_train_bad_recipe_is_one_line_exit_2_and_debug_shows_the_traceback(
@@ -114,3 +115,42 @@ def test_train_bad_recipe_is_one_line_exit_2_and_debug_shows_the_traceback(
 def test_train_missing_recipe_file_is_one_line(tmp_path, capsys):
     assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_dataset_options_meant_for_another_dataset_are_one_line(tmp_path, capsys):
+    from tests.reliability.test_bad_data import make_clean_folder
+
+    root = make_clean_folder(tmp_path / "data", splits=("train", "val"))
+    path = write_recipe(tmp_path, "data: {dataset: shapes, options: {size: [32, 32]}}\n")
+    argv = ["train", "--config", path, "--set", "data.dataset=folder", "--set", f"data.root={root}"]
+    assert main([*argv, "--set", f"out={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "dataset 'folder' takes no option 'size' (its options: void_values, palette" in err
+
+
+def test_train_without_a_recipe_trains_the_embedded_demo_recipe(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--no-progress", "--set", "train.max_steps=1", "--set", f"out={out}"]
+    assert main(argv) == 0, capsys.readouterr().err
+    from fcnseg.engine.checkpoint import read_checkpoint
+    from fcnseg.engine.demo import DEMO_RECIPE
+
+    names = [s["name"] for s in DEMO_RECIPE["stages"]]
+    for name in names:  # --set train.max_steps wins over each stage's own max_steps
+        assert read_checkpoint(out / name / "last.pt")["step"] == 1, name
+
+
+def test_a_missing_optional_package_names_the_extra(tmp_path, capsys, monkeypatch):
+    import sys
+
+    import fcnseg
+
+    ckpt = tmp_path / "m.pt"
+    fcnseg.save_model(fcnseg.build_model("fcn32s", backbone="resnet18", num_classes=2), ckpt)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if the export extra were absent
+    argv = ["export", "--checkpoint", str(ckpt), "--format", "onnx", "--out", str(tmp_path / "m")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "needs the optional package 'onnx': pip install 'fcnseg[export]'" in err

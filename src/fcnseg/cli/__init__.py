@@ -26,6 +26,20 @@ COMMANDS = {
 }
 
 
+# optional dependency (top-level module) -> the pyproject extra that installs it
+OPTIONAL_MODULES = {
+    "onnx": "export",
+    "onnxruntime": "export",
+    "safetensors": "export",
+    "matplotlib": "plots",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "multipart": "serve",
+    "timm": "timm",
+    "tensorboard": "logging",
+}
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input, not a bug: reported in one line, exit code 2."""
     from fcnseg.config import ConfigError
@@ -66,6 +80,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except user_errors() as e:
         return _report(args, e)
+    except ModuleNotFoundError as e:
+        extra = OPTIONAL_MODULES.get((e.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        return _report(
+            args,
+            ModuleNotFoundError(
+                f"this needs the optional package {e.name!r}: pip install 'fcnseg[{extra}]'"
+            ),
+        )
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise

@@ -19,7 +19,10 @@ from fcnseg.config import load_config
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", default=None, help="YAML recipe (see configs/); default: the built-in defaults"
+        "--config",
+        default=None,
+        help="YAML recipe (see configs/); default: the embedded demo recipe (the staged "
+        "FCN-32s -> 16s -> 8s on the generated shapes set, what `fcnseg demo` trains)",
     )
     parser.add_argument(
         "--set",
@@ -57,6 +60,13 @@ def _child_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
+def _recipe(args: argparse.Namespace):
+    """The recipe file with the overrides applied; without ``--config``, the embedded demo's."""
+    from fcnseg.engine.demo import DEMO_RECIPE
+
+    return load_config(args.config, args.overrides, default=DEMO_RECIPE)
+
+
 def run(args: argparse.Namespace) -> int:
     from fcnseg.engine.distributed import (
         cleanup_distributed,
@@ -73,14 +83,14 @@ def run(args: argparse.Namespace) -> int:
         if args.nproc < 1:
             raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
         if args.nproc > 1:
-            load_config(args.config, args.overrides)  # a bad recipe fails once, here
+            _recipe(args)  # a bad recipe fails once, here
             return launch(args.nproc, _child_argv(args))
 
     from torch.distributed.elastic.multiprocessing.errors import record
 
     from fcnseg.engine import train
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = _recipe(args)
     if "TORCHELASTIC_ERROR_FILE" in os.environ:
         # under torchrun: the failing rank's traceback goes into the job's failure summary
         train = record(train)

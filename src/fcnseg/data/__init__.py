@@ -9,6 +9,7 @@ returns (:func:`build_transforms`: normalised float image, int64 mask).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 
@@ -106,13 +107,26 @@ def build_dataset(
             ``length``, ``seed``, ``max_objects``, ``distractors``.
 
     Raises:
-        ValueError: an unknown name (the message lists the known ones) or a missing root.
+        ValueError: an unknown name (the message lists the known ones), an option the dataset
+            does not take (the message lists those it does), or a missing root.
         FileNotFoundError: the data is not where ``root`` says.
     """
     key = str(name).lower()
     if key not in _DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(_DATASETS)}")
     cls = _DATASETS[key]
+    accepted = [
+        p.name
+        for p in list(inspect.signature(cls.__init__).parameters.values())[1:]
+        if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD
+    ]
+    accepted = [p for p in accepted if p not in ("root", "split", "transforms")]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"dataset {key!r} takes no option {', '.join(map(repr, unknown))} "
+            f"(its options: {', '.join(accepted) or 'none'}); data.options is passed to it as is"
+        )
     if key != "shapes" and root is None:
         raise ValueError(f"dataset {key!r} needs root= (the folder holding the data)")
     return cls(root, split=split, transforms=transforms, **kwargs)

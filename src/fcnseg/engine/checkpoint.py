@@ -149,6 +149,7 @@ def load_model(
             pad100=cfg.pop("pad100", False),
             learnable_upsampling=cfg.pop("learnable_upsampling", False),
             class_names=cfg.pop("class_names", None),
+            palette=cfg.pop("palette", None),
             preprocess=cfg.pop("preprocess", None),
         )
     try:

@@ -133,6 +133,8 @@ def evaluate_with_matrix(
     was_training = model.training
     model.to(device).eval()
     net = for_inference(model, device) if fast else model  # oneDNN kernels on the CPU
+    # images in the model's precision (float32, or float64 for reproducibility checks)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     cm = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
     biou = BoundaryIoU(
         num_classes, ignore_index=ignore_index, dilation=boundary_dilation, device=device
@@ -149,8 +151,8 @@ def evaluate_with_matrix(
         for images, masks in bar:
             if images.dtype == torch.uint8:  # a dataset without transforms: normalise here
                 images = normalize(images)
-            images, masks = images.to(device), masks.to(device)
-            logits = tta_logits(net, images.float(), scales, flip)
+            images, masks = images.to(device, dtype=dtype), masks.to(device)
+            logits = tta_logits(net, images, scales, flip)
             pred = logits.argmax(1)
             cm.update(pred, masks)
             biou.update(pred, masks)

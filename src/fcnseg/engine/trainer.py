@@ -320,6 +320,7 @@ class Trainer:
             weights=m.weights,
             learnable_upsampling=m.learnable_upsampling,
             class_names=list(self.train_set.classes),
+            palette=self.train_set.palette,
         )
         self.init_copied: list[str] = []
         if m.init_from and not resume:
@@ -331,7 +332,8 @@ class Trainer:
                 raise ValueError(f"model.init_from={m.init_from}: no parameter fits {m.arch}")
         if t.sync_bn:
             convert_sync_batchnorm(self.model, self.device)
-        self.model.to(self.device)
+        self.dtype = getattr(torch, t.dtype)
+        self.model.to(self.device, dtype=self.dtype)
         preprocess = self.model.preprocess
         self.train_set.transforms = build_transforms(
             train=True,
@@ -381,7 +383,7 @@ class Trainer:
             dataset=raw_train if t.class_weights == "median_freq" else None,
             ignore_index=self.train_set.ignore_index,
             seed=t.seed,
-        ).to(self.device)
+        ).to(self.device, dtype=self.dtype)
         self.optimizer = build_optimizer(self.model, t)
         self.scheduler = build_scheduler(self.optimizer, t, self.total_steps)
         self.amp_dtype = None
@@ -608,7 +610,7 @@ class Trainer:
             while not self.stop_reason:
                 micro, step_loss, step_images = 0, 0.0, 0
                 for images, masks in self._loader():
-                    images = images.to(self.device, non_blocking=True)
+                    images = images.to(self.device, self.dtype, non_blocking=True)
                     masks = masks.to(self.device, non_blocking=True)
                     # DDP: all-reduce gradients on the last micro-batch of a step only.
                     sync = self.world_size == 1 or micro + 1 == t.grad_accum

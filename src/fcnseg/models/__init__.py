@@ -6,8 +6,10 @@ Heads: fcn32s, fcn16s, fcn8s, fcn8s_atonce. Backbones: see ``list_backbones()``.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
 
+from fcnseg.data.palettes import palette_for
 from fcnseg.data.transforms import CAFFE_PREPROCESS
 from fcnseg.data.transforms import DEFAULT_PREPROCESS as IMAGENET_PREPROCESS
 from fcnseg.models.backbones import BACKBONES, build_backbone, list_backbones
@@ -40,6 +42,7 @@ def build_model(
     weights: str | Path | None = None,
     learnable_upsampling: bool = False,
     class_names: list[str] | None = None,
+    palette: Sequence[Sequence[int]] | None = None,
     preprocess: dict | None = None,
 ) -> FCN:
     """Build an FCN.
@@ -56,7 +59,10 @@ def build_model(
             Caffe-converted state dict (``fcn8s_from_caffe.pth``).
         learnable_upsampling: train the in-network 2x deconvolutions (CVPR) instead of
             freezing them at bilinear (reference repository).
-        class_names: stored in the config (checkpoints and pictures use them).
+        class_names: stored in the config (checkpoints, exports and pictures use them).
+        palette: one ``(r, g, b)`` per class, stored beside the class names (every picture
+            of this model's labels uses it); default: the weights' stored palette, else
+            :func:`fcnseg.data.palette_for` ``(num_classes)``.
         preprocess: pixel normalisation the weights expect; default ImageNet mean/std (RGB),
             or the Caffe convention when ``weights`` is a torchfcn/Caffe file.
 
@@ -80,6 +86,10 @@ def build_model(
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names given for {num_classes} classes")
+    if palette is not None and (
+        len(palette) < num_classes or any(len(c) != 3 or not _is_rgb(c) for c in palette)
+    ):
+        raise ValueError(f"palette: expected {num_classes} (r, g, b) colours with values 0-255")
 
     state, info = (None, {}) if weights is None else read_fcn_weights(weights)
     if preprocess is None:
@@ -92,6 +102,7 @@ def build_model(
         "pad100": pad100,
         "learnable_upsampling": learnable_upsampling,
         "class_names": list(class_names) if class_names else None,
+        "palette": _palette_list(palette or info.get("config", {}).get("palette"), num_classes),
         "preprocess": copy.deepcopy(preprocess),
     }
     model = FCN(
@@ -109,6 +120,16 @@ def build_model(
                 model.config["class_names"] = info["config"]["class_names"]
         _load_full_weights(model, state, weights)
     return model
+
+
+def _is_rgb(colour: Sequence) -> bool:
+    return all(isinstance(v, int) and 0 <= v <= 255 for v in colour)
+
+
+def _palette_list(palette: Sequence[Sequence[int]] | None, num_classes: int) -> list[list[int]]:
+    """``num_classes`` colours as plain lists (YAML/JSON-safe); the default palette if None."""
+    colours = palette if palette else palette_for(num_classes)
+    return [[int(v) for v in c] for c in list(colours)[:num_classes]]
 
 
 def _load_full_weights(model: FCN, state: dict, path) -> None:

@@ -51,7 +51,7 @@ class FCN(nn.Module):
 
     # Python-side metadata that TorchScript need not (and cannot) compile.
     __jit_ignored_attributes__ = ["config"]
-    __jit_unused_properties__ = ["preprocess", "class_names"]
+    __jit_unused_properties__ = ["preprocess", "class_names", "palette"]
     # typed here so TorchScript compiles them even when empty (this module therefore keeps
     # real annotation objects: no `from __future__ import annotations`)
     skip_scales: dict[int, float]
@@ -146,6 +146,11 @@ class FCN(nn.Module):
     def preprocess(self) -> dict:
         """How images must be normalised for this model's weights (see ``fcnseg.data``)."""
         return self.config["preprocess"]
+
+    @property
+    def palette(self) -> list[tuple[int, int, int]]:
+        """One ``(r, g, b)`` per class, stored with the model (see ``build_model``)."""
+        return [tuple(c) for c in self.config["palette"]]
 
     @property
     def class_names(self) -> list[str]:
