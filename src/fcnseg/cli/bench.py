@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="CANDIDATE",
         help="fcnseg only: optimize_for_inference; alone it keeps the fastest of its "
-        "candidates, with a name (onednn, channels_last, frozen, frozen_channels_last, or "
+        "candidates, with a name (onednn, eager, channels_last, frozen, frozen_channels_last, or "
         "onednn_streamed: weights memory-mapped from a saved checkpoint and kept out of the "
         "resident set) it builds that one",
     )

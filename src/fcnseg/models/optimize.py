@@ -109,6 +109,9 @@ class Candidate:
 # What ``optimize_for_inference`` chooses from. Order matters only for ties.
 CANDIDATES = (
     Candidate("onednn", channels_last=True, onednn=True),
+    # the model as it is: timed too, so the choice can never be slower than not optimizing
+    # (on AVX2-only CPUs oneDNN's NHWC kernels can lose to the plain NCHW ones)
+    Candidate("eager", channels_last=False),
     Candidate("channels_last", channels_last=True),
     Candidate("frozen", channels_last=False, freeze=True),
     Candidate("frozen_channels_last", channels_last=True, freeze=True),
