@@ -150,6 +150,7 @@ def load_model(
             learnable_upsampling=cfg.pop("learnable_upsampling", False),
             class_names=cfg.pop("class_names", None),
             preprocess=cfg.pop("preprocess", None),
+            context=cfg.pop("context", None),
         )
     try:
         model.load_state_dict(ckpt["model"], assign=True)

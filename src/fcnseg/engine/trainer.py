@@ -320,6 +320,7 @@ class Trainer:
             weights=m.weights,
             learnable_upsampling=m.learnable_upsampling,
             class_names=list(self.train_set.classes),
+            context=m.context,
         )
         self.init_copied: list[str] = []
         if m.init_from and not resume:
