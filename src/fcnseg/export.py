@@ -30,12 +30,14 @@ from torch import nn
 
 __all__ = [
     "ExportParityError",
+    "MissingExtraError",
     "check_parity",
     "export_onnx",
     "export_safetensors",
     "export_torchscript",
     "format_report",
     "parity_size",
+    "require_onnx",
 ]
 
 ATOL = 1e-3
@@ -45,6 +47,29 @@ CONFIG_KEY = "fcnseg_config"
 
 class ExportParityError(ValueError):
     """The exported model does not reproduce the PyTorch model (the message has the figures)."""
+
+
+class MissingExtraError(ModuleNotFoundError, ValueError):
+    """An optional dependency is not installed. A ``ModuleNotFoundError`` for callers, and a
+    ``ValueError`` so the command line reports it as a user error (one line, exit 2)."""
+
+
+def require_onnx():
+    """``(onnx, onnxruntime)``, imported.
+
+    Raises:
+        MissingExtraError: either is not installed (the message says how to install them).
+    """
+    try:
+        import onnx
+        import onnxruntime
+    except ModuleNotFoundError as e:
+        raise MissingExtraError(
+            f"onnx export needs the 'export' extra ({e.name} is not installed): "
+            "pip install 'fcnseg[export]'",
+            name=e.name,
+        ) from None
+    return onnx, onnxruntime
 
 
 def _cpu_copy(model: nn.Module) -> nn.Module:
@@ -164,11 +189,10 @@ def export_onnx(
     Raises:
         ExportParityError: onnxruntime's logits differ from PyTorch's beyond the thresholds.
         ValueError: a bad example size.
-        ModuleNotFoundError: ``onnx`` or ``onnxruntime`` is not installed
-            (``pip install fcnseg[export]``).
+        MissingExtraError: ``onnx`` or ``onnxruntime`` is not installed (a
+            ``ModuleNotFoundError``; ``pip install 'fcnseg[export]'``).
     """
-    import onnx
-    import onnxruntime as ort
+    onnx, ort = require_onnx()
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
