@@ -63,6 +63,7 @@ __all__ = [
     "autocast_for",
     "bench_confusion_matrix",
     "bench_data_loading",
+    "bench_onnx_file",
     "bench_onnxruntime",
     "build_peer",
     "count_flops",
@@ -770,10 +771,7 @@ def bench_onnxruntime(
                 opset_version=17,
                 dynamo=False,
             )
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        sess = _ort_session(onnx_path, threads)
     feed = {"images": x.numpy()}
     times = _Timer(torch.device("cpu")).time(lambda: sess.run(None, feed), warmup, repeat)
     with torch.inference_mode():
@@ -788,6 +786,60 @@ def bench_onnxruntime(
         "latency_ms_min": min(times),
         "images_per_s": batch / (med / 1e3),
         "max_abs_diff_vs_torch": diff,
+        "onnxruntime": ort.__version__,
+    }
+
+
+def _ort_session(path: str | Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def bench_onnx_file(
+    path: str | Path,
+    size: tuple[int, int],
+    batch: int = 1,
+    warmup: int = 2,
+    repeat: int = 10,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Time an existing ONNX file (float32 or int8, e.g. from ``fcnseg export --int8``) with
+    ONNX Runtime's CPU provider on a random ``(batch, 3, H, W)`` input.
+
+    Returns a row for :func:`format_table`: ``name`` (the file name, ``[int8]`` when it
+    holds ``QuantizeLinear`` nodes), ``size``, ``batch``, ``latency_ms`` (median),
+    ``latency_ms_min``, ``images_per_s``, ``threads``, ``onnxruntime``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ModuleNotFoundError: onnx / onnxruntime missing (``pip install 'fcnseg[export]'``).
+    """
+    from fcnseg.export import require_onnx
+
+    onnx, ort = require_onnx()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    graph = onnx.load(str(path), load_external_data=False).graph
+    int8 = any(node.op_type == "QuantizeLinear" for node in graph.node)
+    threads = threads or torch.get_num_threads()
+    sess = _ort_session(path, threads)
+    gen = torch.Generator().manual_seed(0)
+    feed = {"images": torch.randn(batch, 3, *size, generator=gen).numpy()}
+    times = _Timer(torch.device("cpu")).time(lambda: sess.run(None, feed), warmup, repeat)
+    med = statistics.median(times)
+    return {
+        "name": f"{path.name}{' [int8]' if int8 else ''}",
+        "size": list(size),
+        "batch": batch,
+        "latency_ms": med,
+        "latency_ms_min": min(times),
+        "images_per_s": batch / (med / 1e3),
+        "threads": threads,
         "onnxruntime": ort.__version__,
     }
 

@@ -74,6 +74,7 @@ class ModelConfig:
     weights_backbone: str | None = None  # torchvision enum name or a local file
     weights: str | None = None  # full-FCN weights
     learnable_upsampling: bool = False
+    context: Literal["global", "pyramid"] | None = None  # ParseNet / PSPNet context head
     init_from: str | None = None  # staged training: checkpoint of the previous stage
 
 

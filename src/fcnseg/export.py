@@ -36,6 +36,7 @@ __all__ = [
     "export_torchscript",
     "format_report",
     "parity_size",
+    "require_onnx",
 ]
 
 ATOL = 1e-3
@@ -45,6 +46,18 @@ CONFIG_KEY = "fcnseg_config"
 
 class ExportParityError(ValueError):
     """The exported model does not reproduce the PyTorch model (the message has the figures)."""
+
+
+def require_onnx():
+    """``(onnx, onnxruntime)``, imported.
+
+    Raises:
+        ModuleNotFoundError: either is not installed (the command line names the extra).
+    """
+    import onnx
+    import onnxruntime
+
+    return onnx, onnxruntime
 
 
 def _cpu_copy(model: nn.Module) -> nn.Module:
@@ -165,10 +178,9 @@ def export_onnx(
         ExportParityError: onnxruntime's logits differ from PyTorch's beyond the thresholds.
         ValueError: a bad example size.
         ModuleNotFoundError: ``onnx`` or ``onnxruntime`` is not installed
-            (``pip install fcnseg[export]``).
+            (``pip install 'fcnseg[export]'``).
     """
-    import onnx
-    import onnxruntime as ort
+    onnx, ort = require_onnx()
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

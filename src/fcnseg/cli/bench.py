@@ -3,10 +3,13 @@
     fcnseg bench --model fcn8s --backbone vgg16 --size 500x500 --batch 1 [--pad100]
                  [--device cpu|cuda] [--dtype fp32|bf16|fp16] [--channels-last]
                  [--optimize [CANDIDATE]] [--train] [--peers] [--isolate] [--json FILE]
+    fcnseg bench --onnx FP32.onnx INT8.onnx --size 360x480 [--onnx-batches 1,8] [--threads 2]
 
 Each configuration runs through ``fcnseg.bench.run_benchmark``; with ``--peers`` the same
 harness measures torchfcn's network of the same head (VGG16) and torchvision's fcn_resnet50
 with the same input, dtype, device and memory format, then prints fcnseg / peer ratios.
+With ``--onnx`` it times the given ONNX files instead (e.g. the float32 and int8 graphs of
+``fcnseg export --int8``) with ONNX Runtime at each batch size, the first file the baseline.
 """
 
 from __future__ import annotations
@@ -53,6 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="each configuration in a fresh process (fair peak RSS; slower)",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--onnx", nargs="+", type=Path, default=None, metavar="FILE",
+        help="time these ONNX files with ONNX Runtime (the first is the baseline of the ratios)",
+    )  # fmt: skip
+    parser.add_argument("--onnx-batches", default="1,8", help="--onnx batch sizes (default 1,8)")
+    parser.add_argument("--threads", type=int, default=None, help="--onnx intra-op threads")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch < 1 or args.repeat < 1 or args.warmup < 0:
         raise ValueError("--batch and --repeat must be >= 1, --warmup >= 0")
+    if args.onnx:
+        return _run_onnx(args)
     if args.optimize not in (None, "auto", *NAMED):
         raise ValueError(f"--optimize {args.optimize}: choose one of {list(NAMED)} (or none: auto)")
     optimize = {None: False, "auto": True}.get(args.optimize, args.optimize)
@@ -102,5 +113,30 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _run_onnx(args: argparse.Namespace) -> int:
+    from fcnseg.bench import bench_onnx_file, format_table, parse_size
+
+    try:
+        batches = [int(b) for b in args.onnx_batches.split(",")]
+    except ValueError:
+        raise ValueError(f"--onnx-batches {args.onnx_batches!r}: expected e.g. 1,8") from None
+    if not batches or min(batches) < 1:
+        raise ValueError("--onnx-batches must be >= 1")
+    size = parse_size(args.size, "--size")
+    rows_all = []
+    for batch in batches:
+        rows = [
+            bench_onnx_file(p, size, batch, args.warmup, args.repeat, args.threads)
+            for p in args.onnx
+        ]
+        print(format_table(rows) + "\n")
+        rows_all += rows
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows_all, indent=2))
         print(f"wrote {args.json}")
     return 0

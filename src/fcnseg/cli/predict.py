@@ -5,7 +5,8 @@ values are the class indices and whose embedded palette colours them (viewers sh
 ``fcnseg.data.load_index_png`` reads indices). ``--overlay`` adds ``<stem>_overlay.png`` (the
 colours blended over the image), ``--side-by-side`` adds ``<stem>_side.png`` (image | colours).
 Inputs are files, folders and globs; images are decoded by a DataLoader and batched when they
-share a size.
+share a size. ``--onnx FILE`` runs an fcnseg ONNX export (float32 or int8, ``fcnseg export``)
+with ONNX Runtime on the CPU instead of a checkpoint.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import numpy as np
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="an fcnseg checkpoint or .safetensors")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="an fcnseg checkpoint or .safetensors")
+    source.add_argument("--onnx", help="an fcnseg ONNX export (fp32 or int8), run by ONNX Runtime")
+    parser.add_argument("--threads", type=int, default=2, help="--onnx: intra-op threads (2)")
     parser.add_argument("inputs", nargs="+", metavar="INPUTS", help="images, folders or globs")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png")
@@ -72,7 +76,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
     paths = expand_inputs(args.inputs)
     _check_stems(paths)
-    model = load_model(args.checkpoint, mmap=args.low_memory)
+    if args.onnx:
+        from fcnseg.int8 import OnnxRuntimeModel
+
+        model, fast, args.device = OnnxRuntimeModel(args.onnx, threads=args.threads), False, "cpu"
+    else:
+        model, fast = load_model(args.checkpoint, mmap=args.low_memory), True
     if model.num_classes > 256:
         raise ValueError(f"{model.num_classes} classes do not fit an index PNG (at most 256)")
     palette = model_palette(model)
@@ -89,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         half=args.half,
         progress=not args.no_progress,
         num_workers=args.workers,
-        low_memory=args.low_memory,
+        low_memory=args.low_memory and fast,
+        fast=fast,
     )
     written = 0
     for p in predictions:

@@ -151,6 +151,7 @@ def load_model(
             class_names=cfg.pop("class_names", None),
             palette=cfg.pop("palette", None),
             preprocess=cfg.pop("preprocess", None),
+            context=cfg.pop("context", None),
         )
     try:
         model.load_state_dict(ckpt["model"], assign=True)

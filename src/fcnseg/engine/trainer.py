@@ -321,6 +321,7 @@ class Trainer:
             learnable_upsampling=m.learnable_upsampling,
             class_names=list(self.train_set.classes),
             palette=self.train_set.palette,
+            context=m.context,
         )
         self.init_copied: list[str] = []
         if m.init_from and not resume:

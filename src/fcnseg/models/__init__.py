@@ -1,6 +1,7 @@
 """The FCN model family: ``build_model(name, backbone=..., num_classes=...)`` over a registry.
 
-Heads: fcn32s, fcn16s, fcn8s, fcn8s_atonce. Backbones: see ``list_backbones()``.
+Heads: fcn32s, fcn16s, fcn8s, fcn8s_atonce. Backbones: see ``list_backbones()``. Context heads
+(``context=``): see ``list_contexts()``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from fcnseg.data.palettes import palette_for
 from fcnseg.data.transforms import CAFFE_PREPROCESS
 from fcnseg.data.transforms import DEFAULT_PREPROCESS as IMAGENET_PREPROCESS
 from fcnseg.models.backbones import BACKBONES, build_backbone, list_backbones
+from fcnseg.models.context import CONTEXT_HEADS, list_contexts
 from fcnseg.models.convolutionalize import convolutionalize
 from fcnseg.models.fcn import FCN
 from fcnseg.models.weights import check_compatible, read_fcn_weights, transfer_weights
@@ -44,6 +46,7 @@ def build_model(
     class_names: list[str] | None = None,
     palette: Sequence[Sequence[int]] | None = None,
     preprocess: dict | None = None,
+    context: str | None = None,
 ) -> FCN:
     """Build an FCN.
 
@@ -65,13 +68,16 @@ def build_model(
             :func:`fcnseg.data.palette_for` ``(num_classes)``.
         preprocess: pixel normalisation the weights expect; default ImageNet mean/std (RGB),
             or the Caffe convention when ``weights`` is a torchfcn/Caffe file.
+        context: ``None`` (default, the paper's FCN), ``"global"`` (ParseNet global average
+            pooling + L2 normalisation, concatenated) or ``"pyramid"`` (PSPNet bins 1, 2, 3, 6),
+            applied to the stride-32 map before its score layer.
 
     Returns:
         An ``FCN`` mapping ``(N, 3, H, W)`` images to ``(N, num_classes, H, W)`` logits.
 
     Raises:
-        ValueError: unknown name or backbone, an impossible combination (``alexnet`` with skips,
-            ``pad100`` off VGG16), or weights that do not fit.
+        ValueError: unknown name, backbone or context, an impossible combination (``alexnet``
+            with skips, ``pad100`` off VGG16), or weights that do not fit.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {list_models()}")
@@ -82,6 +88,8 @@ def build_model(
             f"{backbone} supports {list(BACKBONES[backbone].archs)} only, not {name} "
             "(it has no stride-8/16 taps; the paper uses AlexNet for FCN-32s only)"
         )
+    if context is not None and context not in CONTEXT_HEADS:
+        raise ValueError(f"unknown context {context!r}; choose one of {list_contexts()} or None")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if class_names is not None and len(class_names) != num_classes:
@@ -104,12 +112,14 @@ def build_model(
         "class_names": list(class_names) if class_names else None,
         "palette": _palette_list(palette or info.get("config", {}).get("palette"), num_classes),
         "preprocess": copy.deepcopy(preprocess),
+        "context": context,
     }
     model = FCN(
         build_backbone(backbone, weights=weights_backbone, pad100=pad100),
         num_classes,
         learnable_upsampling=learnable_upsampling,
         replicate_pad=not pad100,
+        context=context,
         config=config,
         **MODELS[name],
     )
@@ -170,6 +180,7 @@ __all__ = [
     "fcn16s",
     "fcn32s",
     "list_backbones",
+    "list_contexts",
     "list_models",
     "transfer_weights",
 ]

@@ -9,12 +9,16 @@ convolution started at bilinear (frozen by default, as in the reference reposito
 with ``learnable_upsampling=True``, as in the CVPR paper); the final upsampling is fixed
 bilinear. Maps are aligned by cropping, the offsets derived from each map's pixel grid: for
 ``pad100=True`` this reproduces the reference's crops (19; 5, 27; 5, 9, 31) exactly.
+
+Optionally a context head (``context="global"``: ParseNet, ``"pyramid"``: PSPNet; see
+``context.py``) widens the stride-32 map with image-level features before ``score_fr``.
 """
 
 import torch
 from torch import nn
 
 from fcnseg.models.backbones import Backbone
+from fcnseg.models.context import build_context
 from fcnseg.models.upsampling import BilinearUpsample, Grid, crop_offset, kernel_size_for
 
 # Layer names follow the reference (voc-fcn8s/net.py) so converted weights map one to one.
@@ -46,6 +50,8 @@ class FCN(nn.Module):
         learnable_upsampling: train the in-network 2x deconvolutions (else frozen bilinear).
         replicate_pad: pad each map by one replicated pixel before upsampling so borders
             interpolate instead of fading (default geometry); ``False`` is the reference.
+        context: ``None`` (the paper's FCN), ``"global"`` or ``"pyramid"``: a context head
+            applied to the stride-32 map before ``score_fr`` (which then takes its channels).
         config: the build arguments, stored so checkpoints can rebuild the model.
     """
 
@@ -65,6 +71,7 @@ class FCN(nn.Module):
         skip_scales: dict[int, float] | None = None,
         learnable_upsampling: bool = False,
         replicate_pad: bool = True,
+        context: str | None = None,
         config: dict | None = None,
     ) -> None:
         super().__init__()
@@ -82,7 +89,12 @@ class FCN(nn.Module):
         self.min_input_size: int = backbone.min_input_size
         pad = 1 if replicate_pad else 0
 
-        self.score_fr = _zero_conv1x1(backbone.taps[32].channels, num_classes)
+        # Image-level context on the stride-32 map (None: the paper's FCN, same state dict).
+        top_channels = backbone.taps[32].channels
+        self.context = build_context(context, top_channels)
+        if self.context is not None:
+            top_channels = self.context.out_channels
+        self.score_fr = _zero_conv1x1(top_channels, num_classes)
         grid = backbone.taps[32].grid
         # Each skip: a 2x upsampler into the finer grid, a zero-started score layer, and the
         # crops that put both maps on one grid (the shift is derived, never hard-coded).
@@ -128,7 +140,10 @@ class FCN(nn.Module):
                 f"the {self.backbone_name} backbone can take"
             )
         features = self.backbone(images)
-        score = self.score_fr(features[32])  # stride 32
+        top = features[32]
+        if self.context is not None:  # ParseNet / PSPNet context, on the same grid
+            top = self.context(top)
+        score = self.score_fr(top)  # stride 32
         if self.score_pool4 is not None:  # FCN-16s and FCN-8s: fuse pool4 (stride 16)
             pool4 = features[16] * self.skip_scales[16] if 16 in self.skip_scales else features[16]
             crop_up, crop_skip = self.crops[16]
