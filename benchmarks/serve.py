@@ -332,7 +332,8 @@ def markdown(meta: dict, r: dict) -> str:
     b = f["burst_beyond_queue"]
     lines += [
         "",
-        f"Soak: {s['requests']} requests (concurrency 8, the image at 120x160), {s['failed']} failed; server RSS "
+        f"Soak: {s['requests']} requests (concurrency 8, the image at 120x160), "
+        f"{s['failed']} failed; server RSS "
         f"{s['rss_after_100_mib']} MiB after 100, {s['rss_last_mib']} MiB at the end "
         f"(max {s['rss_max_mib']}, growth {s['growth_after_100_mib']} MiB).",
         "",
