@@ -19,7 +19,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[dev,export,serve]"
+	$(BIN)/pip install -q -e ".[dev,export,serve,serve-test]"
 	touch $@
 
 # the serve page's browser test drives Debian's chromium; where apt cannot install it the

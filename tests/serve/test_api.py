@@ -18,6 +18,7 @@ from fcnseg.inference import model_palette
 from tests.serve.conftest import CLASS_NAMES, make_image, png_bytes
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install '.[serve]'")
+pytest.importorskip("httpx", reason="httpx is not installed: pip install '.[serve-test]'")
 
 from fastapi.testclient import TestClient  # noqa: E402
 

@@ -16,6 +16,7 @@ from fcnseg.inference import predict_logits
 from tests.serve.conftest import make_image, png_bytes, running_server
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install '.[serve]'")
+pytest.importorskip("httpx", reason="httpx is not installed: pip install '.[serve-test]'")
 
 import httpx  # noqa: E402
 from PIL import Image  # noqa: E402

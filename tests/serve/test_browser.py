@@ -20,8 +20,9 @@ from fcnseg.inference import model_palette
 from tests.serve.conftest import CLASS_NAMES, make_image, running_server
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install '.[serve]'")
+pytest.importorskip("httpx", reason="httpx is not installed: pip install '.[serve-test]'")
 sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="playwright is not installed: pip install '.[serve]'"
+    "playwright.sync_api", reason="playwright is not installed: pip install '.[serve-test]'"
 )
 
 from PIL import Image  # noqa: E402

@@ -9,6 +9,7 @@ import pytest
 from fcnseg.cli import main
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install '.[serve]'")
+pytest.importorskip("httpx", reason="httpx is not installed: pip install '.[serve-test]'")
 
 
 def test_missing_checkpoint_is_one_line_exit_2(tmp_path, capsys):

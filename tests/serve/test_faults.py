@@ -11,6 +11,7 @@ import pytest
 from tests.serve.conftest import make_image, png_bytes, running_server
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install '.[serve]'")
+pytest.importorskip("httpx", reason="httpx is not installed: pip install '.[serve-test]'")
 
 import httpx  # noqa: E402
 
