@@ -12,7 +12,7 @@ AVX2   := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIO
 # Tests whose results depend on the kernels' summation order (fast vs exact, ONNX, DDP).
 NUMERIC_TESTS := tests/models tests/inference tests/distributed
 
-.PHONY: demo test
+.PHONY: demo test chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,13 +24,22 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[dev,export,plots,serve,timm]"
+	$(BIN)/pip install -q -e ".[dev,export,plots,serve,serve-test,timm]"
 	touch $@
+
+# the serve page's browser test drives Debian's chromium; where apt cannot install it the
+# test skips and says why
+chromium:
+	@command -v chromium >/dev/null || ! command -v apt-get >/dev/null || \
+		{ SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo -n); \
+		  $$SUDO apt-get update -q >/dev/null 2>&1; \
+		  $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
+		  echo "make: could not install chromium (the browser test will skip)"; }
 
 demo: $(VENV)/.installed
 	$(BIN)/fcnseg demo
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev chromium
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/python -m pytest -q

@@ -23,6 +23,7 @@ COMMANDS = {
     "heatmap": ("heatmap", "class heatmap of a convolutionalized classifier (Section 3.1)"),
     "compare": ("compare", "coarse vs fine: input | each model | ground truth (Figure 4)"),
     "bench": ("bench", "latency, throughput and memory of a model"),
+    "serve": ("serve", "serve a model over HTTP: JSON/PNG API and a web page"),
 }
 
 
