@@ -288,6 +288,26 @@ def test_camvid_real_data():
     assert np.array_equal(val.load_mask(val.files[0][1]).numpy(), np.where(raw == 11, 255, raw))
 
 
+def test_camvid_sequence_filter_holds_one_video_out(tmp_path):
+    root = tmp_path / "camvid"
+    (root / "train" / "images").mkdir(parents=True)
+    (root / "train" / "masks").mkdir(parents=True)
+    (root / "classes.txt").write_text("\n".join(f"c{i}" for i in range(11)) + "\n")
+    names = ["0001TP_000010", "0001TP_000020", "0006R0_f00930", "0016E5_00390", "0016E5_00420"]
+    for i, stem in enumerate(names):
+        write_rgb(root / "train" / "images" / f"{stem}.png", 4, 6, seed=i)
+        Image.fromarray(np.full((4, 6), 3, np.uint8), mode="L").save(
+            root / "train" / "masks" / f"{stem}.png"
+        )
+    stems = lambda ds: [image.stem for image, _ in ds.files]  # noqa: E731
+    rest = build_dataset("camvid", root=root, exclude_sequences=["0001TP"])
+    held = build_dataset("camvid", root=root, sequences=["0001TP"])
+    assert stems(rest) == names[2:] and stems(held) == names[:2]  # disjoint, together all
+    assert stems(build_dataset("camvid", root=root, sequences=["0016E5"], limit=1)) == names[3:4]
+    with pytest.raises(ValueError, match="this split has 0001TP, 0006R0, 0016E5"):
+        build_dataset("camvid", root=root, sequences=["Seq05VD"])
+
+
 # --- palettes ---------------------------------------------------------------------------
 def test_voc_palette_is_the_devkit_colour_map():
     pal = voc_palette()

@@ -60,3 +60,16 @@ def test_tta_logits():
     assert parse_tta(["flip"]) == ((1.0,), True)
     with pytest.raises(ValueError):
         parse_tta("mirror")
+
+
+def test_eval_data_options_are_yaml_values_and_bad_ones_are_one_line_errors():
+    from fcnseg.cli.evaluate import _parse_options
+
+    assert _parse_options(["sequences=[0001TP]", "limit=8"]) == {
+        "sequences": ["0001TP"],
+        "limit": 8,
+    }
+    with pytest.raises(ValueError, match="must look like key=value"):
+        _parse_options(["sequences"])
+    with pytest.raises(ValueError, match="cannot parse the value"):
+        _parse_options(["sequences=[0001TP"])

@@ -25,8 +25,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--boundary-dilation", type=int, help="boundary IoU band width (px)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    parser.add_argument(
+        "--data-option",
+        dest="data_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a dataset option (YAML value), e.g. sequences=[0001TP] for CamVid; repeatable. "
+        "Replaces the recipe's data.options",
+    )
     parser.add_argument("--out", help="folder for metrics.json (default: the checkpoint's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _parse_options(items: list[str]) -> dict:
+    """``["sequences=[0001TP]", "limit=8"]`` -> ``{"sequences": ["0001TP"], "limit": 8}``."""
+    import yaml
+
+    options = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--data-option {item!r} must look like key=value")
+        try:
+            options[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ValueError(f"--data-option {item!r}: cannot parse the value ({e})") from None
+    return options
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     root = args.root or (data_cfg.get("root") if same else None)
     split = args.split or (data_cfg.get("val_split") if same else None) or "val"
     options = dict(data_cfg.get("options") or {}) if same else {}
+    if args.data_options:
+        options = _parse_options(args.data_options)
     device = resolve_device(args.device)
     model = load_model(ckpt_path, map_location=device)
     transforms = build_transforms(
