@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 
+from fcnseg.config import load_config, save_config
 from fcnseg.engine.checkpoint import read_checkpoint
 
 # A tiny recipe: 32x32 shapes, ResNet-18 FCN-32s, batch 2, a checkpoint after every step.
@@ -26,10 +27,13 @@ TINY = [
 
 
 def train_cmd(out, *overrides, resume=False):
-    sets = [a for kv in (*TINY, f"out={out}", *overrides) for a in ("--set", kv)]
-    return [sys.executable, "-m", "fcnseg", "train", *sets, "--no-progress"] + (
-        ["--resume"] if resume else []
-    )
+    # TINY over the dataclass defaults, as a recipe file (without --config the command would
+    # start from the demo recipe, whose stages and time budget are not what is tested here)
+    recipe = out.parent / "tiny.yaml"
+    save_config(load_config(None, [*TINY, f"out={out}"]), recipe)
+    sets = [a for kv in (f"out={out}", *overrides) for a in ("--set", kv)]
+    return [sys.executable, "-m", "fcnseg", "train", "--config", str(recipe), *sets,
+            "--no-progress"] + (["--resume"] if resume else [])  # fmt: skip
 
 
 def env():
