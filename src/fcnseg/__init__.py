@@ -5,6 +5,7 @@ CVPR 2015 / PAMI 2016. The public names below are fixed by DESIGN.md.
 """
 
 from fcnseg import data, metrics
+from fcnseg.accel.optimize import optimize_for_inference
 from fcnseg.engine.checkpoint import load_model, save_model
 from fcnseg.inference import predict
 from fcnseg.models import (
@@ -18,7 +19,6 @@ from fcnseg.models import (
     list_backbones,
     list_models,
 )
-from fcnseg.models.optimize import optimize_for_inference
 
 __version__ = "0.1.0"
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from fcnseg.data.palettes import palette_for
 from fcnseg.data.transforms import CAFFE_PREPROCESS
 from fcnseg.data.transforms import DEFAULT_PREPROCESS as IMAGENET_PREPROCESS
+from fcnseg.io.files import CheckpointError
 from fcnseg.models.backbones import BACKBONES, build_backbone, list_backbones
 from fcnseg.models.convolutionalize import convolutionalize
 from fcnseg.models.fcn import FCN
@@ -133,8 +134,6 @@ def _palette_list(palette: Sequence[Sequence[int]] | None, num_classes: int) -> 
 
 
 def _load_full_weights(model: FCN, state: dict, path) -> None:
-    from fcnseg.engine.checkpoint import CheckpointError
-
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.endswith("num_batches_tracked")]:
         shown = (missing + unexpected)[:4]

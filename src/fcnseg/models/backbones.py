@@ -17,7 +17,8 @@ import torchvision
 from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 
-from fcnseg.models.conv_as_matmul import Conv2dAsMatmul
+from fcnseg.io.files import load_state_dict_file
+from fcnseg.models.convolutionalize import fc_as_convs
 from fcnseg.models.upsampling import Grid
 
 
@@ -71,15 +72,8 @@ class VGGBackbone(Backbone):
         self.features = IntermediateLayerGetter(
             features, {str(pool3): "8", str(pool4): "16", str(pool5): "32"}
         )
-        fc6_linear, fc7_linear = vgg.classifier[0], vgg.classifier[3]
-        # nn.Conv2d subclasses that run as matrix products on the CPU (conv_as_matmul.py)
-        self.fc6 = Conv2dAsMatmul(512, 4096, 7, padding=0 if pad100 else 3)
-        self.fc7 = Conv2dAsMatmul(4096, 4096, 1)
-        with torch.no_grad():  # the same weights, viewed as convolutions (Section 3.1)
-            self.fc6.weight.copy_(fc6_linear.weight.view(4096, 512, 7, 7))
-            self.fc6.bias.copy_(fc6_linear.bias)
-            self.fc7.weight.copy_(fc7_linear.weight.view(4096, 4096, 1, 1))
-            self.fc7.bias.copy_(fc7_linear.bias)
+        # the same weights, viewed as convolutions (Section 3.1); fc8 is the FCN's score layer
+        self.fc6, self.fc7, _ = fc_as_convs(vgg, fc6_padding=0 if pad100 else 3)
         self.relu = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(0.5)
 
@@ -114,15 +108,8 @@ class AlexNetBackbone(Backbone):
             if isinstance(m, nn.MaxPool2d):
                 m.ceil_mode = True
         self.features = alexnet.features
-        fc6_linear, fc7_linear = alexnet.classifier[1], alexnet.classifier[4]
         self.pad6 = nn.ZeroPad2d((2, 3, 2, 3))  # 'same' for an even kernel
-        self.fc6 = Conv2dAsMatmul(256, 4096, 6)
-        self.fc7 = Conv2dAsMatmul(4096, 4096, 1)
-        with torch.no_grad():
-            self.fc6.weight.copy_(fc6_linear.weight.view(4096, 256, 6, 6))
-            self.fc6.bias.copy_(fc6_linear.bias)
-            self.fc7.weight.copy_(fc7_linear.weight.view(4096, 4096, 1, 1))
-            self.fc7.bias.copy_(fc7_linear.bias)
+        self.fc6, self.fc7, _ = fc_as_convs(alexnet)
         self.relu = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(0.5)
         # conv1 (11x11, stride 4, pad 2) centres pixel i at 4i+3; each 3x3/2 pool maps j to the
@@ -243,8 +230,6 @@ def torchvision_classifier(name: str, weights: str | Path | None = None) -> nn.M
     if weights is None or _looks_like_path(weights):
         model = torchvision.models.get_model(name, weights=None)
         if weights is not None:
-            from fcnseg.engine.checkpoint import load_state_dict_file
-
             state = load_state_dict_file(weights)
             try:
                 model.load_state_dict(state)
