@@ -1,6 +1,6 @@
 # Two user-facing targets; each sets itself up on a fresh machine.
 #   make demo   trains FCN-32s/16s/8s on the embedded "shapes" set and writes runs/demo/
-#   make test   ruff + the whole pytest suite
+#   make test   ruff + lint-imports (the layers contract) + the whole pytest suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -28,4 +28,5 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
