@@ -1,7 +1,8 @@
 """fcnseg: Fully Convolutional Networks for semantic segmentation.
 
 Long, Shelhamer, Darrell, "Fully Convolutional Networks for Semantic Segmentation",
-CVPR 2015 / PAMI 2016. The public names below are fixed by DESIGN.md.
+CVPR 2015 / PAMI 2016. The names below are the stable public API; docs/architecture.md
+describes the layers (io, data, models, accel, engine, inference, cli) they come from.
 """
 
 from fcnseg import data, metrics

@@ -402,8 +402,8 @@ def iter_predict(
 
     was_training = model.training
     model.to(device).eval()
-    # on the CPU, fp32: the same network on oneDNN's kernels (VGG16 FCN-8s 500x500: 520 vs
-    # 709 ms eager in benchmarks/README.md; the same outputs within float rounding)
+    # on the CPU, fp32: the same network on oneDNN's kernels (faster; the same outputs within
+    # float rounding; figures in benchmarks/README.md)
     net = for_inference(model, device, low_memory) if fast and not half else model
     net = net if window is None else _Tiled(net, window, overlap)
     bar = tqdm(total=len(items), desc="predict", unit="img", disable=not progress)

@@ -4,8 +4,9 @@ The convolutionalized classifier layers (Section 3.1) are fully connected layers
 pool5 map: fc6 a 7x7x512 -> 4096 "convolution" on a map of a few dozen pixels, fc7 a 1x1
 4096 -> 4096. A direct convolution kernel runs them far below the machine's matrix-product
 speed; as one inner product over the im2col rows (oneDNN, ``torch.ops.mkldnn``) they run near
-it. Measured on the project's 2-core AVX-512 CPU (``python -m benchmarks.profile_layers``):
-fc6 forward at 500x500 251 -> 124 ms, fc6 forward + backward at 2x360x480 976 -> 726 ms.
+it, forward and backward (figures: ``python -m benchmarks.profile_layers``, recorded in
+``benchmarks/README.md``). Model definitions hold plain ``nn.Conv2d``;
+``fcnseg.accel.for_training`` swaps these in for CPU training.
 
 ``Conv2dAsMatmul`` is an ``nn.Conv2d`` (same parameters, same state dict) that takes this path
 on the CPU in float32, with its own backward (the two products of the chain rule, then col2im

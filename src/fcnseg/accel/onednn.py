@@ -2,28 +2,27 @@
 
 PyTorch's eager CPU convolution reorders weights on every call and runs every shape as a direct
 convolution. That is close to the machine's peak for VGG's 3x3 layers in NHWC, and far from
-it for the layers that are really matrix products. Measured on the project's 2-core AVX-512
-machine (fp32, batch 1, 500x500 input; ``python -m benchmarks.profile_layers``):
+it for the layers that are really matrix products. What this module does instead (per-layer
+figures: ``python -m benchmarks.profile_layers``, recorded in ``benchmarks/README.md``):
 
-- fc6, a 7x7 convolution 512 -> 4096 on a 16x16 map: 246 ms as a direct convolution, 129 ms as
-  im2col (4 ms) + oneDNN inner product. The weight is a ``view`` of the convolution's.
-- fc7 and every other 1x1 convolution: 42 -> 19 ms as an inner product on the NHWC rows
-  (no copy at all: an NHWC map *is* a ``(pixels, channels)`` matrix).
+- fc6, a 7x7 convolution 512 -> 4096 on a small map: im2col + one oneDNN inner product, about
+  twice as fast as the direct convolution. The weight is a ``view`` of the convolution's.
+- fc7 and every other 1x1 convolution: an inner product on the NHWC rows (no copy at all: an
+  NHWC map *is* a ``(pixels, channels)`` matrix).
 - 3x3 convolutions: oneDNN with the following ReLU fused in (one pass less over each map), and
-  BatchNorm folded into the convolution where one follows the other (conv1_2: 87 -> 51 ms).
+  BatchNorm folded into the convolution where one follows the other.
 
 ``to_onednn(model)`` returns a copy of ``model`` built this way that *shares* the parameters
-it does not transform (no second copy of fc6's 392 MiB), computes the same outputs within
-float rounding (1e-5 relative) for any input shape, and runs in NHWC. Inference only: the
-oneDNN ops have no autograd. ``available()`` says whether this PyTorch build has them.
+it does not transform (no second copy of fc6's weight, the largest tensor), computes the same
+outputs within float rounding (1e-5 relative) for any input shape, and runs in NHWC. Inference
+only: the oneDNN ops have no autograd. ``available()`` says whether this PyTorch build has them.
 
 ``to_onednn(model, stream_weights=True)`` is the low-memory variant for weights that were
 memory-mapped from a checkpoint (``fcnseg.load_model(path, mmap=True)``): a layer's weight is
 mapped in while the layer runs and dropped from the process's resident set right after
 (``madvise(MADV_DONTNEED)``; the next call maps it again from the page cache), fc6 in chunks of
-``chunk_mib``. The process then never holds fc6's 392 MiB at once: the whole FCN-8s at 500x500
-runs in 1059 MiB of RSS instead of 1690, 0-6 % slower (``python -m benchmarks.run --suite
-cpu``, benchmarks/README.md).
+``chunk_mib``. The process then never holds fc6's weight at once, at a small cost in speed
+(figures: ``python -m benchmarks.run --suite cpu``, ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -297,8 +296,8 @@ def for_inference(
 
     The copy is kept (weakly, with the model) and reused while the model's tensors are the same
     and unmodified (same storage, same version counters), so calling ``predict`` image by image
-    does not rebuild it (25 ms for ResNet-18, more than its forward); after an optimiser step, a
-    ``load_state_dict`` or a ``.to()`` it is rebuilt and always reflects the current weights.
+    does not rebuild it (for small backbones that costs more than a forward); after an optimiser
+    step, a ``load_state_dict`` or a ``.to()`` it is rebuilt and reflects the current weights.
     """
     if torch.device(device).type != "cpu" or not available():
         return model

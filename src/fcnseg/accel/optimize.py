@@ -1,24 +1,23 @@
 """Inference-time speed-ups, measured and kept only where they win.
 
 ``optimize_for_inference(model, example=x)`` returns a module computing the same logits (within
-1e-5 relative in fp32) faster. The candidates, timed against each other on the project's
-2-core AVX-512 machine (interleaved in one process; figures in ``benchmarks/README.md``):
+1e-5 relative in fp32) faster. The candidates (timed against each other, interleaved in one
+process; figures in ``benchmarks/README.md``, from ``python -m benchmarks.run``):
 
 - ``onednn`` (``fcnseg.accel.onednn``): every convolution as a direct oneDNN call chosen by
   its shape: fc6/fc7 and 1x1 layers as inner products, 3x3 layers pre-packed with their ReLU
-  fused, BatchNorm folded; NHWC; any input shape; fc6/fc7 shared with the model. VGG16 FCN-8s
-  at 500x500 (suite of 2026-11-30 12:05): 483 ms vs 484 channels_last, 652 frozen, 976
-  frozen_channels_last; 709 eager NCHW.
+  fused, BatchNorm folded; NHWC; any input shape; fc6/fc7 shared with the model. Usually the
+  fastest for VGG16.
 - ``channels_last``: eager NHWC (oneDNN runs NHWC natively).
 - ``frozen`` / ``frozen_channels_last``: trace + ``torch.jit.freeze`` (+
   ``torch.jit.optimize_for_inference`` for NCHW): BatchNorm folding, conv + ReLU fusion,
   oneDNN weight pre-packing (a second copy of the weights). The FCN head computes its crops in
   Python (not scriptable), so the trace is specialised to the example's shape; other shapes run
-  the eager model. MobileNetV3 at 360x480 likes it best (11.4 ms, a tie with onednn).
+  the eager model. Small backbones (MobileNetV3) can prefer it.
 - ``torch.inference_mode``: always (no autograd bookkeeping, no version counters).
-- ``torch.compile`` (inductor, ``freezing=True``): 2-4 % faster than ``onednn`` on VGG16 at
-  500x500 (513 vs 521 ms, ``python -m benchmarks.compile_check``) after 4-18 s of compiling per
-  input shape, with a pre-packed second copy of every weight; not a candidate.
+- ``torch.compile`` (inductor, ``freezing=True``): a few percent faster than ``onednn`` on VGG16
+  (``python -m benchmarks.compile_check``) after seconds of compiling per input shape, with a
+  pre-packed second copy of every weight; not a candidate.
 
 Since the best combination depends on the backbone and the CPU, with an ``example`` the
 candidates are timed on it and the fastest is kept (as ``cudnn.benchmark`` does for kernels).
@@ -184,7 +183,7 @@ def optimize_for_inference(
 
     Memory: the ``onednn`` copy shares the model's weights; a frozen candidate, once built,
     keeps its pre-packed weights in TorchScript's global compilation unit even when it is not
-    chosen (measured: +640 MiB for VGG16). Where memory matters pass ``freeze=False`` or
+    chosen (for VGG16 that is hundreds of MiB). Where memory matters pass ``freeze=False`` or
     ``candidate="onednn"`` (or ``"onednn_streamed"``).
 
     Returns:

@@ -136,7 +136,7 @@ def _fit(draw, text: str, font, width: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fcnseg.inference import load_image, resolve_device
+    from fcnseg.io import load_image, resolve_device
     from fcnseg.models import convolutionalize
     from fcnseg.models.backbones import torchvision_classifier
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from fcnseg.io.files import (
+from fcnseg.io import files
+from fcnseg.io.files import (  # noqa: F401 - re-exported
     FORMAT,
     VERSION,
     CheckpointError,
@@ -23,17 +24,8 @@ from fcnseg.io.files import (
 )
 from fcnseg.models import build_model
 
-__all__ = [
-    "FORMAT",
-    "VERSION",
-    "CheckpointError",
-    "atomic_save",
-    "load_file",
-    "load_model",
-    "load_state_dict_file",
-    "read_checkpoint",
-    "save_model",
-]
+# the file layer's names stay importable from here (fcnseg.engine.checkpoint.CheckpointError, ...)
+__all__ = [*files.__all__, "load_model", "read_checkpoint", "save_model"]
 
 
 def save_model(model: torch.nn.Module, path: str | Path, **extra: Any) -> Path:
