@@ -8,6 +8,7 @@ idea). The networks themselves are torchvision's own definitions, tapped with to
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,10 +184,104 @@ def _last_block_per_stride(features: nn.Sequential) -> dict[int, int]:
     return {s: last[s] for s in (8, 16, 32)}
 
 
+class TimmBackbone(Backbone):
+    """Any timm model with ``features_only``, tapped at the stride-8, 16 and 32 outputs its
+    ``feature_info`` reports (the last feature map of each stride).
+
+    The pixel grids are not derived by hand: :func:`probe_centres` finds them from the network's
+    flip symmetry. Built by ``build_backbone("timm:NAME")``.
+    """
+
+    def __init__(self, name: str, weights: str | Path | None = None) -> None:
+        super().__init__()
+        self.body = _timm_features(name, weights)
+        info = self.body.feature_info
+        last: dict[int, int] = {}
+        for i, reduction in enumerate(info.reduction()):
+            last[int(reduction)] = i
+        strides = tuple(s for s in (8, 16, 32) if s in last)
+        if 32 not in last or strides not in ((32,), (8, 16, 32)):
+            raise ValueError(
+                f"timm:{name}: feature strides {sorted(last)}; fcnseg needs 8, 16 and 32 "
+                "(or 32 alone, for fcn32s)"
+            )
+        self.out_index = {s: last[s] for s in strides}
+        self.archs = ("fcn32s",) if strides == (32,) else ALL_ARCHS
+        self.min_input_size = 32
+        centres = probe_centres(name, strides)
+        channels = info.channels()
+        self.taps = {
+            s: Tap(info.module_name()[last[s]], channels[last[s]], Grid(s, centres[s]))
+            for s in strides
+        }
+
+    def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        features = self.body(x)
+        return {s: features[i] for s, i in self.out_index.items()}
+
+
+def _timm_features(name: str, weights: str | Path | None) -> nn.Module:
+    """``timm.create_model(name, features_only=True)``: random weights for ``None``, timm's
+    pretrained weights for an enum-like name (``"DEFAULT"``), or a local weight file."""
+    try:
+        import timm
+    except ImportError:
+        raise ValueError(f"timm:{name}: timm is not installed (pip install timm)") from None
+    kwargs: dict = {"features_only": True, "pretrained": weights is not None}
+    if weights is not None and _looks_like_path(weights):
+        kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
+    try:
+        return timm.create_model(name, **kwargs)
+    except RuntimeError as e:  # timm: unknown model name, or no features_only support
+        raise ValueError(f"timm:{name}: {str(e).strip().splitlines()[0]}") from None
+
+
+@functools.cache
+def probe_centres(name: str, strides: tuple[int, ...], height: int = 64) -> dict[int, float]:
+    """Where pixel 0 of each tapped map of ``timm:name`` sits in the input, found by probing.
+
+    A copy of the network with horizontally symmetric kernels is flip-equivariant on an input
+    of width W exactly when W - 1 = s (n - 1) + 2 c (n: the map's width, c: its centre), so the
+    first W (over one period of the largest stride) at which ``f(flip(x)) == flip(f(x))`` gives
+    ``c = (W - 1 - s (n - 1)) / 2``. Runs on the CPU with random weights (the grid is a
+    property of the architecture), once per process and model.
+
+    Raises:
+        ValueError: no width made a map flip-equivariant (e.g. attention over shifted windows).
+    """
+    with torch.device("cpu"):  # also when the model itself is being built on the meta device
+        net = _timm_features(name, None).eval()
+    index = {s: i for i, s in enumerate(net.feature_info.reduction())}  # the last per stride
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.copy_((m.weight + m.weight.flip(-1)) / 2)
+        gen = torch.Generator().manual_seed(0)
+        top = max(strides)
+        centres: dict[int, float] = {}
+        for width in range(3 * top, 4 * top):
+            x = torch.randn(1, 3, height, width, generator=gen)
+            out, flipped = net(x), net(x.flip(-1))
+            for s in strides:
+                a, b = out[index[s]], flipped[index[s]].flip(-1)
+                if s not in centres and torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max()):
+                    centres[s] = (width - 1 - s * (a.shape[-1] - 1)) / 2
+            if len(centres) == len(strides):
+                return centres
+    raise ValueError(f"timm:{name}: could not find the pixel grid of strides {strides}")
+
+
+ALL_ARCHS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
+TIMM_PREFIX = "timm:"
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
+    """One registry entry: the builder (torchvision classifier -> tapped ``Backbone``) and the
+    heads it supports."""
+
     build: Callable[..., Backbone]
-    archs: tuple[str, ...] = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
+    archs: tuple[str, ...] = ALL_ARCHS
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -201,26 +296,47 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
-def list_backbones() -> list[str]:
-    """Names accepted by ``build_backbone`` / ``build_model(backbone=...)``."""
-    return sorted(BACKBONES)
+def list_backbones(arch: str | None = None) -> list[str]:
+    """Names accepted by ``build_backbone`` / ``build_model(backbone=...)`` (the registry; any
+    ``"timm:NAME"`` of a timm model with ``features_only`` is accepted too). With ``arch``:
+    only those that support that head (``alexnet`` has no stride-8/16 taps)."""
+    return sorted(n for n, spec in BACKBONES.items() if arch is None or arch in spec.archs)
+
+
+def backbone_archs(name: str) -> tuple[str, ...]:
+    """The heads backbone ``name`` supports (every head for ``timm:`` names; a timm model
+    without stride-8/16 outputs is refused when built).
+
+    Raises:
+        ValueError: unknown name.
+    """
+    if name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX):
+        return ALL_ARCHS
+    if name not in BACKBONES:
+        raise ValueError(
+            f"unknown backbone {name!r}; choose one of {list_backbones()} or timm:NAME"
+        )
+    return BACKBONES[name].archs
 
 
 def build_backbone(name: str, weights: str | Path | None = None, pad100: bool = False) -> Backbone:
-    """Build a torchvision backbone and tap it.
+    """Build a torchvision backbone (or a timm one, ``"timm:NAME"``) and tap it.
 
     Args:
-        name: one of ``list_backbones()``.
+        name: one of ``list_backbones()``, or ``"timm:NAME"``.
         weights: ``None`` (random init), a torchvision weight enum name such as
             ``"IMAGENET1K_V1"`` or ``"DEFAULT"`` (downloaded by torchvision where a network
             exists), or the path of a state-dict file in torchvision's format for this network.
+            For timm: ``None``, any name (timm's pretrained weights) or a timm weight file.
         pad100: the Caffe reference geometry (VGG16 family only).
 
     Raises:
         ValueError: unknown name, or weights that are neither an enum name nor a readable file.
     """
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {list_backbones()}")
+    backbone_archs(name)  # validates the name
+    if name.startswith(TIMM_PREFIX):
+        _refuse_pad100(pad100, "timm backbones")
+        return TimmBackbone(name[len(TIMM_PREFIX) :], weights)
     classifier = torchvision_classifier(name, weights)
     return BACKBONES[name].build(classifier, pad100=pad100)
 
