@@ -106,9 +106,11 @@ class BilinearUpsample(nn.Module):
         # convolution gives the same result with 1/C of the work. Its (C, 1, k, k) kernel is
         # read off the (C, C, k, k) parameter on each call (C*k*k values), so it always follows
         # the weight (state-dict loads, .to(), meta-device builds) without a buffer to refresh.
+        # (The diagonal as a strided view of the flattened weight: exporters see its shape.)
         w = self.deconv.weight
-        depthwise = w.diagonal(dim1=0, dim2=1).permute(2, 0, 1).unsqueeze(1)
-        return F.conv_transpose2d(x, depthwise, stride=self.factor, groups=w.shape[0])
+        c = w.shape[0]
+        depthwise = w.reshape(c * c, 1, w.shape[2], w.shape[3])[:: c + 1]
+        return F.conv_transpose2d(x, depthwise, stride=self.factor, groups=c)
 
 
 def crop_offset(src: Grid, dst: Grid) -> int:
