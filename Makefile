@@ -1,7 +1,7 @@
 # Two user-facing targets; each sets itself up on a fresh machine.
 #   make demo   trains FCN-32s/16s/8s on the embedded "shapes" set and writes runs/demo/
-#   make test   ruff + the whole pytest suite, then the numerics-sensitive tests again as an
-#               AVX2-only CPU computes them (on a CPU with AVX-512)
+#   make test   ruff + lint-imports (the layers contract) + the whole pytest suite, then the
+#               numerics-sensitive tests again as an AVX2-only CPU computes them (on AVX-512)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -10,7 +10,7 @@ TORCH  := torch==2.14.1 torchvision==0.29.1
 # An AVX-512 CPU computing as an AVX2-only one: ATen's, oneDNN's and MKL's kernel choice.
 AVX2   := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 # Tests whose results depend on the kernels' summation order (fast vs exact, ONNX, DDP).
-NUMERIC_TESTS := tests/models tests/inference tests/distributed
+NUMERIC_TESTS := tests/models tests/accel tests/inference tests/distributed
 
 .PHONY: demo test chromium
 
@@ -42,6 +42,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev chromium
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 	@if grep -q avx512 /proc/cpuinfo; then \
 		echo "== $(NUMERIC_TESTS) again with $(AVX2)"; \

@@ -14,7 +14,9 @@ import time
 import torch
 
 import fcnseg
-from fcnseg.bench import machine_info, parse_size, time_interleaved
+from benchmarks.harness import machine_info
+from fcnseg.accel.timing import time_interleaved
+from fcnseg.config import parse_size
 
 
 def main(argv: list[str] | None = None) -> int:

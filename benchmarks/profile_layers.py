@@ -1,7 +1,7 @@
 """Where the time goes, layer by layer: ``python -m benchmarks.profile_layers``.
 
 Profiles (``torch.profiler``, self CPU time per op and input shape) one forward of FCN-8s VGG16
-at 500x500 as eager fcnseg, as the oneDNN copy (``fcnseg.models.onednn``) and as torchfcn, and
+at 500x500 as eager fcnseg, as the oneDNN copy (``fcnseg.accel.onednn``) and as torchfcn, and
 one training step at 2x360x480, and fc6 alone both ways. The per-layer figures quoted in
 benchmarks/README.md come from this command. Options: ``--size``, ``--train-size``, ``--top``.
 """
@@ -14,10 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks.harness import machine_info
 from benchmarks.peers import build_peer
-from fcnseg.bench import machine_info, make_train_step, parse_size
+from fcnseg.accel.onednn import to_onednn
+from fcnseg.accel.training import for_training
+from fcnseg.bench import make_train_step
+from fcnseg.config import parse_size
 from fcnseg.models import build_model
-from fcnseg.models.onednn import to_onednn
 
 
 def _table(fn, top: int) -> str:
@@ -62,12 +65,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n## inference {h}x{w}: {name}\n{_table(fn, args.top)}")
     images = torch.randn(2, 3, th, tw)
     target = torch.randint(0, 21, (2, th, tw))
-    for name, net in [("fcnseg", build_model("fcn8s")), ("torchfcn", build_peer("torchfcn-fcn8s"))]:
+    for name, net in [
+        ("fcnseg", for_training(build_model("fcn8s"), "cpu")),
+        ("torchfcn", build_peer("torchfcn-fcn8s")),
+    ]:
         step = make_train_step(net, images, target)
         print(f"\n## training step 2x{th}x{tw}: {name}\n{_table(step, args.top)}")
     # fc6 alone, as a direct convolution and as the model runs it: forward at the inference
     # size, forward + backward at the training size
-    fc6 = build_model("fcn32s").backbone.fc6
+    fc6 = for_training(build_model("fcn32s"), "cpu").backbone.fc6  # as the trainer runs it
     pool5_infer = torch.randn(1, 512, (h + 31) // 32, (w + 31) // 32)
     with torch.inference_mode():
         for name, fn in [

@@ -25,8 +25,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.peers import build_peer
-from fcnseg.bench import (
+from benchmarks.harness import (
     DTYPES,
     autocast_for,
     bench_confusion_matrix,
@@ -41,8 +40,9 @@ from fcnseg.bench import (
     run_benchmark,
     time_interleaved,
 )
+from benchmarks.peers import build_peer
+from fcnseg.accel.optimize import optimize_for_inference
 from fcnseg.models import build_model
-from fcnseg.models.optimize import optimize_for_inference
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"

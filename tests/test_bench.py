@@ -7,8 +7,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fcnseg.bench import bench_confusion_matrix, format_table, parse_size, run_benchmark
-from fcnseg.models.optimize import optimize_for_inference
+from benchmarks.harness import bench_confusion_matrix, format_table, run_benchmark
+from fcnseg.accel.optimize import optimize_for_inference
+from fcnseg.config import parse_size
 
 
 def _tiny() -> nn.Module:

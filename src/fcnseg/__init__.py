@@ -1,10 +1,12 @@
 """fcnseg: Fully Convolutional Networks for semantic segmentation.
 
 Long, Shelhamer, Darrell, "Fully Convolutional Networks for Semantic Segmentation",
-CVPR 2015 / PAMI 2016. The public names below are fixed by DESIGN.md.
+CVPR 2015 / PAMI 2016. The names below are the stable public API; docs/architecture.md
+describes the layers (io, data, models, accel, engine, inference, cli) they come from.
 """
 
 from fcnseg import data, metrics
+from fcnseg.accel.optimize import optimize_for_inference
 from fcnseg.engine.checkpoint import load_model, save_model
 from fcnseg.inference import predict
 from fcnseg.models import (
@@ -18,7 +20,6 @@ from fcnseg.models import (
     list_backbones,
     list_models,
 )
-from fcnseg.models.optimize import optimize_for_inference
 
 __version__ = "0.1.0"
 

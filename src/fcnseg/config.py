@@ -33,6 +33,7 @@ import copy
 import dataclasses
 import re
 import types
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -52,6 +53,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "load_config",
+    "parse_size",
     "safe_output_path",
     "save_config",
     "stage_configs",
@@ -468,3 +470,23 @@ def stage_configs(cfg: Config) -> list[tuple[str, Config]]:
         resolved.append((stage.name, config_from_dict(d, trust_out=True)))
         previous_out = d["out"]
     return resolved
+
+
+def parse_size(text: str | Iterable[int], name: str = "size") -> tuple[int, int]:
+    """``"500x500"``, ``"360x480"`` (height x width), ``"512"`` or ``(h, w)`` -> ``(h, w)``.
+
+    ``name`` (e.g. the command-line flag) starts the error message.
+    """
+    if not isinstance(text, str):
+        h, w = text
+        return int(h), int(w)
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        dims = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"{name}: expected HxW such as 500x500, got {text!r}") from None
+    if len(dims) == 1:
+        dims = dims * 2
+    if len(dims) != 2 or min(dims) < 1:
+        raise ValueError(f"{name}: expected HxW with positive sides, got {text!r}")
+    return dims[0], dims[1]

@@ -24,21 +24,22 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from fcnseg.accel.onednn import for_inference
 from fcnseg.data.transforms import Normalize
 from fcnseg.engine.evaluation import parse_tta, tta_logits
-from fcnseg.models.onednn import for_inference
+from fcnseg.io.devices import resolve_device
+from fcnseg.io.images import IMAGE_EXTENSIONS, image_size, is_image_file, load_image
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -53,7 +54,6 @@ __all__ = [
     "sliding_window_logits",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 _GLOB_CHARS = set("*?[")
 
 
@@ -78,12 +78,12 @@ def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
         if path.is_file():
             found = [path]
         elif path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and _is_image_name(p))
+            found = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
             if not found:
                 raise FileNotFoundError(f"{path}: folder holds no images ({_ext_list()})")
         elif _GLOB_CHARS & set(str(item)):
             matches = sorted(glob.glob(str(item), recursive=True))
-            found = [Path(p) for p in matches if Path(p).is_file() and _is_image_name(Path(p))]
+            found = [Path(p) for p in matches if Path(p).is_file() and is_image_file(Path(p))]
             if not found:
                 raise FileNotFoundError(f"{item}: pattern matches no image files")
         else:
@@ -92,90 +92,8 @@ def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
-def _is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS
-
-
 def _ext_list() -> str:
     return ", ".join(IMAGE_EXTENSIONS)
-
-
-@contextlib.contextmanager
-def _pixel_limit(max_pixels: int | None):
-    """Temporarily set PIL's decompression-bomb limit (a process-wide setting)."""
-    if max_pixels is None:
-        yield
-        return
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = int(max_pixels)
-    try:
-        with warnings.catch_warnings():
-            # The explicit size check in load_image replaces PIL's warning band (limit..2*limit).
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
-
-
-def load_image(path: str | Path, *, max_pixels: int | None = None) -> torch.Tensor:
-    """Read an image file (PNG, JPEG, WebP, BMP, TIFF, anything PIL reads) as RGB.
-
-    Grayscale, palette, 16-bit, CMYK and images with an alpha channel are converted to RGB
-    (alpha dropped) with a ``warnings.warn`` naming the file. Pixels are taken as stored
-    (EXIF orientation is not applied), so label maps line up with the stored pixel array.
-
-    Args:
-        path: the image file.
-        max_pixels: refuse images with more pixels (``ValueError``). ``None`` keeps PIL's own
-            decompression-bomb guard (``PIL.Image.MAX_IMAGE_PIXELS``: a warning above it, an
-            error above twice it). Given, PIL's limit is set to it for the duration of the call.
-
-    Returns:
-        ``uint8`` tensor ``(3, H, W)``.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: not a readable image, or larger than the pixel limit.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        with _pixel_limit(max_pixels), Image.open(path) as img:
-            if max_pixels is not None and img.width * img.height > max_pixels:
-                raise ValueError(
-                    f"{path}: {img.width}x{img.height} = {img.width * img.height} pixels exceeds "
-                    f"the limit of {max_pixels}"
-                )
-            img.load()
-            array = _rgb_array(img, path)
-    except Image.DecompressionBombError as e:
-        raise ValueError(f"{path}: {e}") from None
-    except UnidentifiedImageError:
-        raise ValueError(f"{path}: not an image file PIL can read") from None
-    except OSError as e:  # truncated or corrupt data
-        raise ValueError(f"{path}: unreadable image ({e})") from None
-    return (
-        torch.from_numpy(np.array(array, dtype=np.uint8, order="C")).permute(2, 0, 1).contiguous()
-    )
-
-
-def _rgb_array(img: Image.Image, source: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 from any PIL image, warning when the mode had to be converted."""
-    mode = img.mode
-    if mode == "RGB":
-        return np.asarray(img)
-    if mode.startswith("I;16") or mode == "I":  # 16-bit grey: map 0..65535 to 0..255
-        grey = np.asarray(img).astype(np.float64) / 257.0
-        grey = np.clip(np.round(grey), 0, 255).astype(np.uint8)
-        rgb = np.repeat(grey[:, :, None], 3, axis=2)
-    elif mode == "P":  # palette: via RGBA so a transparency entry is handled, then drop alpha
-        rgb = np.asarray(img.convert("RGBA").convert("RGB"))
-    else:  # L, LA, RGBA, CMYK, YCbCr, 1, F, ...
-        rgb = np.asarray(img.convert("RGB"))
-    what = "alpha channel dropped" if "A" in mode or "transparency" in img.info else "converted"
-    warnings.warn(f"{source}: {mode} image {what} to RGB", stacklevel=3)
-    return rgb
 
 
 def _to_tensor_image(item, index: int) -> torch.Tensor:
@@ -183,9 +101,7 @@ def _to_tensor_image(item, index: int) -> torch.Tensor:
     if isinstance(item, (str, Path)):
         return load_image(item)
     if isinstance(item, Image.Image):
-        return torch.from_numpy(
-            np.array(_rgb_array_quiet(item), dtype=np.uint8, order="C")
-        ).permute(2, 0, 1)
+        return load_image(item)
     if isinstance(item, np.ndarray):
         if item.ndim == 3 and item.shape[2] == 3:
             item = torch.from_numpy(np.ascontiguousarray(item)).permute(2, 0, 1)
@@ -201,20 +117,10 @@ def _to_tensor_image(item, index: int) -> torch.Tensor:
     raise TypeError(f"image {index}: unsupported input type {type(item).__name__}")
 
 
-def _rgb_array_quiet(img: Image.Image) -> np.ndarray:
-    if img.mode == "RGB":
-        return np.asarray(img)
-    return _rgb_array(img, "PIL image")
-
-
 def _image_size(item) -> tuple[int, int]:
     """(H, W) without decoding the pixels where possible."""
     if isinstance(item, (str, Path)):
-        try:
-            with Image.open(item) as img:
-                return img.height, img.width
-        except (OSError, UnidentifiedImageError, Image.DecompressionBombError):
-            return (-1, -1)  # load_image raises the proper error later
+        return image_size(item) or (-1, -1)  # load_image raises the proper error later
     if isinstance(item, Image.Image):
         return item.height, item.width
     if isinstance(item, np.ndarray) and item.ndim == 3 and item.shape[2] == 3:
@@ -444,20 +350,6 @@ class Prediction:
     logits: torch.Tensor | None = None  # float32 (C, H, W), CPU, when asked for
 
 
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` or ``"auto"``: the GPU when there is one, else the CPU; anything else as given.
-
-    Raises:
-        ValueError: a CUDA device asked for on a machine without one.
-    """
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but no CUDA GPU is available")
-    return device
-
-
 def _as_uint8(images: torch.Tensor) -> torch.Tensor:
     if images.dtype == torch.uint8:
         return images
@@ -486,7 +378,7 @@ def iter_predict(
     ``index`` in the input; this is what the ``fcnseg predict`` command streams to disk.
     ``low_memory`` (with ``fast``, on the CPU): weights memory-mapped by
     ``load_model(path, mmap=True)`` are dropped from the resident set after each layer
-    (:func:`fcnseg.models.onednn.to_onednn` ``stream_weights``).
+    (:func:`fcnseg.accel.onednn.to_onednn` ``stream_weights``).
     """
     items = _as_items(images)
     if not items:
@@ -510,8 +402,8 @@ def iter_predict(
 
     was_training = model.training
     model.to(device).eval()
-    # on the CPU, fp32: the same network on oneDNN's kernels (VGG16 FCN-8s 500x500: 520 vs
-    # 709 ms eager in benchmarks/README.md; the same outputs within float rounding)
+    # on the CPU, fp32: the same network on oneDNN's kernels (faster; the same outputs within
+    # float rounding; figures in benchmarks/README.md)
     net = for_inference(model, device, low_memory) if fast and not half else model
     net = net if window is None else _Tiled(net, window, overlap)
     bar = tqdm(total=len(items), desc="predict", unit="img", disable=not progress)
@@ -573,7 +465,7 @@ def predict(
         progress: show a tqdm bar.
         num_workers: DataLoader workers that decode image files.
         fast: on the CPU in float32, run the model through
-            :func:`fcnseg.models.onednn.for_inference` (oneDNN kernels chosen per layer, the
+            :func:`fcnseg.accel.onednn.for_inference` (oneDNN kernels chosen per layer, the
             same logits within 1e-5 relative); ``False``: the model exactly as it is.
 
     Returns:

@@ -10,8 +10,8 @@ import fcnseg
 from fcnseg.models.upsampling import bilinear_kernel
 
 HEADS = ["fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce"]
-BACKBONES = ["vgg16", "vgg16_bn", "resnet18", "resnet34", "resnet50", "resnet101",
-             "mobilenet_v3_large"]  # fmt: skip
+BACKBONES = fcnseg.list_backbones("fcn8s")  # every registered backbone with all four heads
+TIMM_BACKBONES = ["timm:convnext_atto", "timm:resnet18"]  # any timm features_only model
 
 
 @pytest.fixture(autouse=True)
@@ -117,10 +117,14 @@ def symmetrize(model):
 @pytest.mark.parametrize(
     "backbone,width",
     # widths whose every strided layer is symmetric: even for 2x2 pools, odd for 'same' strides
-    [("vgg16", 96), ("resnet18", 97), ("mobilenet_v3_large", 97)],
+    [("vgg16", 96), ("resnet18", 97), ("mobilenet_v3_large", 97)]
+    # timm: grids probed, not derived; 2x2-patch convnext wants even widths, resnet odd
+    + [("timm:convnext_atto", 96), ("timm:resnet18", 97)],
 )
 @pytest.mark.parametrize("head", ["fcn32s", "fcn16s", "fcn8s"])
 def test_default_geometry_is_aligned_with_the_input(head, backbone, width):
+    if backbone.startswith("timm:"):
+        pytest.importorskip("timm")
     model = symmetrize(randomize_scores(fcnseg.build_model(head, backbone=backbone))).eval()
     x = torch.randn(1, 3, 45, width)
     with torch.no_grad():
@@ -128,6 +132,23 @@ def test_default_geometry_is_aligned_with_the_input(head, backbone, width):
     scale = out.abs().max()
     assert scale > 0
     assert (out_of_flipped - out.flip(-1)).abs().max() < 1e-4 * scale
+
+
+@pytest.mark.parametrize("backbone", TIMM_BACKBONES)
+@pytest.mark.parametrize("head", ["fcn32s", "fcn8s"])
+def test_timm_backbones_by_name_give_the_input_size(head, backbone):
+    pytest.importorskip("timm")
+    model = fcnseg.build_model(head, backbone=backbone, num_classes=3).eval()
+    assert sorted(model.backbone.taps) == [8, 16, 32]
+    for size in ((64, 64), (77, 101), (33, 40)):
+        with torch.no_grad():
+            assert model(torch.randn(1, 3, *size)).shape == (1, 3, *size)
+
+
+def test_unknown_backbones_are_refused_naming_the_choices():
+    with pytest.raises(ValueError, match="unknown backbone 'vgg17'.*timm:NAME"):
+        fcnseg.build_model("fcn8s", backbone="vgg17")
+    assert "alexnet" in fcnseg.list_backbones() and "alexnet" not in BACKBONES
 
 
 def test_alignment_test_detects_a_one_pixel_shift():

@@ -1,13 +1,15 @@
-"""``fcnseg bench``: latency, throughput, FLOPs and memory of one configuration (and its peers).
+"""``fcnseg bench``: latency, throughput and memory of one fcnseg configuration.
 
     fcnseg bench --model fcn8s --backbone vgg16 --size 500x500 --batch 1 [--pad100]
                  [--device cpu|cuda] [--dtype fp32|bf16|fp16] [--channels-last]
                  [--optimize [CANDIDATE]] [--train] [--peers] [--isolate] [--json FILE]
     fcnseg bench --onnx FP32.onnx INT8.onnx --size 360x480 [--onnx-batches 1,8] [--threads 2]
 
-Each configuration runs through ``fcnseg.bench.run_benchmark``; with ``--peers`` the same
-harness measures torchfcn's network of the same head (VGG16) and torchvision's fcn_resnet50
-with the same input, dtype, device and memory format, then prints fcnseg / peer ratios.
+The configuration runs through ``fcnseg.bench.run_benchmark``. The comparison with peers
+(torchfcn's network of the same head, torchvision's fcn_resnet50), FLOPs and the GEMM peak are
+the repository's harness, not the package: ``--peers`` runs ``benchmarks.harness`` when that is
+importable (a checkout on ``sys.path``, e.g. ``python -m fcnseg bench`` from its root) and says
+so otherwise; ``python -m benchmarks.run`` is the full suite.
 With ``--onnx`` it times the given ONNX files instead (e.g. the float32 and int8 graphs of
 ``fcnseg export --int8``) with ONNX Runtime at each batch size, the first file the baseline.
 """
@@ -15,8 +17,14 @@ With ``--onnx`` it times the given ONNX files instead (e.g. the float32 and int8
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from pathlib import Path
+
+PEERS_HINT = (
+    "--peers: the peer comparison lives in the repository's benchmarks/ harness; run from a "
+    "checkout (python -m fcnseg bench ... --peers, or python -m benchmarks.run)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,8 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fcnseg.bench import format_table, parse_size, peers_for, run_benchmark
-    from fcnseg.models.optimize import NAMED
+    from fcnseg.accel.optimize import NAMED
+    from fcnseg.bench import format_table, run_benchmark
+    from fcnseg.config import parse_size
 
     if args.batch < 1 or args.repeat < 1 or args.warmup < 0:
         raise ValueError("--batch and --repeat must be >= 1, --warmup >= 0")
@@ -89,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
         repeat=args.repeat,
         isolate=args.isolate,
     )
+    harness = _harness() if args.peers else None
+    if harness is not None:
+        run_benchmark = harness.run_benchmark  # the same figures plus FLOPs and the GEMM peak
     rows = [
         run_benchmark(
             args.model,
@@ -100,16 +112,18 @@ def run(args: argparse.Namespace) -> int:
         )
     ]
     if args.peers:
-        for peer in peers_for(args.model, args.backbone):
+        for peer in harness.peers_for(args.model, args.backbone):
             rows.append(run_benchmark(peer=peer, **common))
-    machine = rows[0]["machine"]
     print(format_table(rows))
-    gemm = rows[0].get("gemm_peak_gflops")
-    print(
-        f"\n{machine['cpu']}, {machine['torch_threads']} threads, torch {machine['torch']}"
-        + (f", {gemm:.0f} GFLOP/s {args.dtype} GEMM peak" if gemm else "")
-        + (f", load {machine['load_avg_1m']:.2f}" if machine.get("load_avg_1m") is not None else "")
-    )
+    machine = rows[0].get("machine")
+    if machine:
+        gemm = rows[0].get("gemm_peak_gflops")
+        load = machine.get("load_avg_1m")
+        print(
+            f"\n{machine['cpu']}, {machine['torch_threads']} threads, torch {machine['torch']}"
+            + (f", {gemm:.0f} GFLOP/s {args.dtype} GEMM peak" if gemm else "")
+            + (f", load {load:.2f}" if load is not None else "")
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2))
@@ -118,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_onnx(args: argparse.Namespace) -> int:
-    from fcnseg.bench import bench_onnx_file, format_table, parse_size
+    from fcnseg.bench import bench_onnx_file, format_table
+    from fcnseg.config import parse_size
 
     try:
         batches = [int(b) for b in args.onnx_batches.split(",")]
@@ -140,3 +155,13 @@ def _run_onnx(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(rows_all, indent=2))
         print(f"wrote {args.json}")
     return 0
+
+
+def _harness():
+    """``benchmarks.harness`` of a checkout; ValueError (exit 2) when it is not importable."""
+    try:
+        return importlib.import_module("benchmarks.harness")
+    except ModuleNotFoundError as e:
+        if e.name not in ("benchmarks", "benchmarks.harness"):
+            raise
+        raise ValueError(PEERS_HINT) from None

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fcnseg.bench import parse_size
+    from fcnseg.config import parse_size
     from fcnseg.engine.checkpoint import load_model
     from fcnseg.export import (
         export_onnx,

@@ -20,24 +20,18 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-BACKBONES = (
-    "vgg16",
-    "vgg16_bn",
-    "alexnet",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "mobilenet_v3_large",
-)
 _MIN_SIDE = 224  # ImageNet classifiers' training size; VGG's fc6 needs >= 193 anyway
 _TITLE_H = 18
 _GAP = 4
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from fcnseg.models import (
+        list_backbones,  # every registered backbone is a torchvision classifier
+    )
+
     parser.add_argument("image", metavar="IMAGE", help="the image")
-    parser.add_argument("--backbone", default="vgg16", choices=BACKBONES, help="classifier")
+    parser.add_argument("--backbone", default="vgg16", choices=list_backbones(), help="classifier")
     parser.add_argument(
         "--weights",
         help="ImageNet weights: a torchvision enum name (IMAGENET1K_V1, DEFAULT) or a "
@@ -136,7 +130,7 @@ def _fit(draw, text: str, font, width: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fcnseg.inference import load_image, resolve_device
+    from fcnseg.io import load_image, resolve_device
     from fcnseg.models import convolutionalize
     from fcnseg.models.backbones import torchvision_classifier
 

@@ -17,11 +17,9 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from fcnseg.data.palettes import Palette, load_index_png, palette_for
-from fcnseg.data.validation import read_image
+from fcnseg.io.images import IMAGE_EXTENSIONS, load_image
 
 __all__ = ["IMAGE_EXTENSIONS", "SegmentationDataset", "read_lines"]
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
 def read_lines(path: str | Path) -> list[str]:
@@ -76,16 +74,16 @@ class SegmentationDataset(Dataset):
     # --- reading --------------------------------------------------------------------------
     @staticmethod
     def load_image(path: str | Path) -> torch.Tensor:
-        """Read an image file as ``uint8`` ``(3, H, W)`` RGB (grey and RGBA converted).
+        """Read an image file as ``uint8`` ``(3, H, W)`` RGB (the rule of
+        :func:`fcnseg.io.images.to_rgb`: 16-bit scaled, palette/alpha/CMYK converted, silently).
 
         Raises:
             FileNotFoundError: no such file.
             ValueError: not an image, truncated or corrupt, or over the pixel limit
                 (``"<path>: unreadable or truncated image (...)"``; see
-                :func:`fcnseg.data.validation.read_image`).
+                :func:`fcnseg.io.images.read_image`).
         """
-        rgb = np.array(read_image(path, "image").convert("RGB"))
-        return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+        return load_image(path, warn=False)
 
     def load_mask(self, path: str | Path) -> torch.Tensor:
         """Read a label file as ``int64`` ``(H, W)`` class indices (255 = ignore).

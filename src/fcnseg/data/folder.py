@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fcnseg.data.base import IMAGE_EXTENSIONS, SegmentationDataset, read_lines
-from fcnseg.data.palettes import Palette, rgb_to_index
-from fcnseg.data.validation import read_image
+from fcnseg.data.base import SegmentationDataset, read_lines
+from fcnseg.data.palettes import Palette, index_array, rgb_to_index
+from fcnseg.io.images import IMAGE_EXTENSIONS, is_image_file, read_image
 
 __all__ = ["FolderSegmentation", "read_palette_file"]
 
@@ -112,12 +112,11 @@ class FolderSegmentation(SegmentationDataset):
         for d in (image_dir, mask_dir):
             if not d.is_dir():
                 raise FileNotFoundError(f"{name}: missing folder {d}")
-        images = sorted(
-            p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        )
+        images = sorted(p for p in image_dir.iterdir() if p.is_file() and is_image_file(p))
         self.unpaired: list[tuple[Path, Path]] = []
         if not images and strict:
-            raise ValueError(f"{name}: no .png/.jpg/.jpeg images in {image_dir}")
+            others = "/".join(IMAGE_EXTENSIONS[3:])
+            raise ValueError(f"{name}: no .png/.jpg/.jpeg images in {image_dir} (nor {others})")
         seen: dict[str, Path] = {}
         pairs = []
         for image in images:
@@ -144,12 +143,10 @@ class FolderSegmentation(SegmentationDataset):
                     "to classes; add it ('r g b' per line) or save masks as index PNGs"
                 )
             labels = rgb_to_index(np.asarray(img.convert("RGB")), self._colour_palette, str(path))
-        elif mode in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
-            labels = np.asarray(img).astype(np.int64)
-        elif mode == "LA":
-            labels = np.asarray(img.getchannel("L")).astype(np.int64)
         else:
-            raise ValueError(f"{path}: unsupported mask mode {mode!r}")
+            labels = index_array(img)
+            if labels is None:
+                raise ValueError(f"{path}: unsupported mask mode {mode!r}")
         for v in self.void_values:
             labels[labels == v] = self.ignore_index
         return torch.from_numpy(labels)

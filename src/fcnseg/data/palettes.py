@@ -22,13 +22,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fcnseg.data.validation import read_image
+from fcnseg.io.images import read_image
 
 __all__ = [
     "CAMVID_PALETTE",
     "CITYSCAPES_PALETTE",
     "Palette",
     "colorize",
+    "index_array",
     "load_index_png",
     "palette_for",
     "rgb_to_index",
@@ -171,6 +172,16 @@ def save_index_png(mask, path: str | Path, palette: Sequence[Sequence[int]] | No
     img.save(str(path), format="PNG")
 
 
+def index_array(img: Image.Image) -> np.ndarray | None:
+    """The label values of a single-channel image (``P`` as palette indices, ``L``, ``LA``'s
+    ``L``, ``I``, ``I;16*``) as ``np.int64`` ``(H, W)``; ``None`` for colour images."""
+    if img.mode in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
+        return np.asarray(img).astype(np.int64)
+    if img.mode == "LA":
+        return np.asarray(img.getchannel("L")).astype(np.int64)
+    return None
+
+
 def load_index_png(path: str | Path) -> np.ndarray:
     """Read a single-channel label PNG (mode "P", "L", "I" or "I;16") as indices.
 
@@ -186,10 +197,9 @@ def load_index_png(path: str | Path) -> np.ndarray:
             that is not a readable image (truncated, corrupt, over the pixel limit).
     """
     img = read_image(path, "mask")
-    if img.mode in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
-        return np.asarray(img).astype(np.int64)
-    if img.mode == "LA":
-        return np.asarray(img.getchannel("L")).astype(np.int64)
+    labels = index_array(img)
+    if labels is not None:
+        return labels
     raise ValueError(
         f"{path}: mask has mode {img.mode!r}; expected a single-channel index PNG "
         f"(mode 'L') or a palette PNG (mode 'P')"

@@ -1,30 +1,18 @@
-"""Checks on untrusted data files: a guarded image reader and a whole-dataset validator.
+"""Checks on untrusted data files: the whole-dataset validator behind ``fcnseg check-data``.
 
-Two things live here:
+The guarded reader (``read_image``, the pixel limit, ``UnreadableImageError``,
+``ImageTooLargeError``) is :mod:`fcnseg.io.images`, the one image reader of fcnseg; its names
+are re-exported here. This module holds:
 
-- :func:`read_image`, the one place fcnseg's datasets open an image or mask file. It fully
-  decodes the file and turns every way that can fail into one error naming the file:
-  ``FileNotFoundError`` (no file), :class:`UnreadableImageError` (not an image, truncated,
-  corrupt) or :class:`ImageTooLargeError` (more pixels than the decompression-bomb limit).
 - :func:`check_dataset` / :func:`check_split`, which read *every* pair of a dataset up front
   and collect each problem instead of stopping at the first, so a long training run does not
   die on sample 9,000. ``fcnseg check-data`` prints their :class:`Report`.
-
-The pixel limit is PIL's ``Image.MAX_IMAGE_PIXELS`` (default 89,478,485 pixels, about
-9459 x 9459). fcnseg enforces it strictly: an image over the limit is refused, where PIL alone
-would only warn up to twice the limit. :func:`set_max_image_pixels` changes it for this
-process and, through the ``FCNSEG_MAX_IMAGE_PIXELS`` environment variable, for worker
-processes started afterwards (a ``spawn`` DataLoader worker re-imports fcnseg and would
-otherwise see PIL's default again).
 """
 
 from __future__ import annotations
 
 import inspect
-import os
-import re
 import sys
-import warnings
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,7 +21,18 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from fcnseg.io.images import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    MAX_PIXELS_ENV,
+    ImageTooLargeError,
+    UnreadableImageError,
+    _first_line,  # one first-line rule for every message
+    get_max_image_pixels,
+    read_image,
+    set_max_image_pixels,
+)
 
 if TYPE_CHECKING:
     from fcnseg.data.base import SegmentationDataset
@@ -54,11 +53,6 @@ __all__ = [
     "set_max_image_pixels",
 ]
 
-#: PIL's own default limit (``1024 * 1024 * 1024 // 4 // 3`` pixels).
-DEFAULT_MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3
-#: Environment variable carrying the limit to worker processes: an integer, or ``none``.
-MAX_PIXELS_ENV = "FCNSEG_MAX_IMAGE_PIXELS"
-
 #: Problem kinds reported by :func:`check_dataset`, in the order the summary lists them.
 PROBLEM_KINDS = (
     "unusable split",  # the dataset cannot be opened at all (missing folder, bad classes.txt)
@@ -74,117 +68,6 @@ PROBLEM_KINDS = (
     "bad label values",  # outside [0, num_classes) and not the ignore index
     "other",  # an unexpected error while reading (the message names its type)
 )
-
-
-class UnreadableImageError(ValueError):
-    """An image or mask file PIL cannot identify or fully decode (the message names the file)."""
-
-
-class ImageTooLargeError(ValueError):
-    """An image with more pixels than the decompression-bomb limit (the message names the file)."""
-
-
-# --------------------------------------------------------------------------- pixel limit
-
-
-def get_max_image_pixels() -> int | None:
-    """The current limit (``PIL.Image.MAX_IMAGE_PIXELS``); ``None`` = no limit."""
-    return Image.MAX_IMAGE_PIXELS
-
-
-def set_max_image_pixels(n: int | None) -> int | None:
-    """Refuse images with more than ``n`` pixels from now on; return the previous limit.
-
-    Args:
-        n: a positive pixel count, or ``None`` for no limit (only for trusted data).
-            :data:`DEFAULT_MAX_IMAGE_PIXELS` restores PIL's default.
-
-    Sets ``PIL.Image.MAX_IMAGE_PIXELS`` (process-wide: it applies to every PIL reader) and the
-    ``FCNSEG_MAX_IMAGE_PIXELS`` environment variable, so worker processes started later use the
-    same limit.
-
-    Raises:
-        ValueError: ``n`` is not a positive integer or ``None``.
-    """
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
-        raise ValueError(f"max image pixels must be a positive integer or None, got {n!r}")
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = n
-    os.environ[MAX_PIXELS_ENV] = "none" if n is None else str(n)
-    return previous
-
-
-def _limit_from_environment() -> None:
-    raw = os.environ.get(MAX_PIXELS_ENV)
-    if raw is None:
-        return
-    value = raw.strip().lower()
-    if value == "none":
-        Image.MAX_IMAGE_PIXELS = None
-    elif value.isdigit() and int(value) > 0:
-        Image.MAX_IMAGE_PIXELS = int(value)
-    else:
-        raise ValueError(f"{MAX_PIXELS_ENV}={raw!r}: expected a positive integer or 'none'")
-
-
-_limit_from_environment()
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-def _too_large(path: str | Path, what: str, size: str, limit: int | None) -> str:
-    return (
-        f"{path}: {what} has {size} pixels, over the limit of {limit} (possible decompression "
-        "bomb; raise the limit with --max-image-pixels if you trust the file)"
-    )
-
-
-def read_image(path: str | Path, what: str = "image") -> Image.Image:
-    """Open and fully decode an image file; return the loaded PIL image (file closed).
-
-    Args:
-        path: the file.
-        what: the word used in error messages (``"image"``, ``"mask"``).
-
-    Raises:
-        FileNotFoundError: no such file (``"<path>: no such image file"``).
-        ImageTooLargeError: more pixels than :func:`get_max_image_pixels`.
-        UnreadableImageError: not an image PIL can identify, truncated, or corrupt data.
-    """
-    limit = Image.MAX_IMAGE_PIXELS
-    try:
-        with warnings.catch_warnings():
-            # PIL only warns between the limit and twice the limit: make that an error too.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                pixels = img.width * img.height
-                if limit is not None and pixels > limit:  # also when the filter above raced
-                    size = f"{img.width}x{img.height} = {pixels}"
-                    raise ImageTooLargeError(_too_large(path, what, size, limit))
-                img.load()  # decode everything now: truncation shows here, not mid-training
-                return img
-    except ImageTooLargeError:
-        raise
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"{path}: no such {what} file") from e
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        found = re.search(r"\((\d+) pixels\)", str(e))  # PIL: "Image size (N pixels) exceeds"
-        size = found.group(1) if found else "too many"
-        raise ImageTooLargeError(_too_large(path, what, size, limit)) from e
-    except UnidentifiedImageError as e:
-        raise UnreadableImageError(
-            f"{path}: unreadable or truncated {what} (not an image file PIL can identify)"
-        ) from e
-    except Exception as e:  # noqa: BLE001 - PIL's decoders raise many types on corrupt data
-        raise UnreadableImageError(
-            f"{path}: unreadable or truncated {what} ({_first_line(e)})"
-        ) from e
 
 
 # --------------------------------------------------------------------------- reports

@@ -18,11 +18,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from fcnseg.accel.onednn import for_inference
 from fcnseg.data import pad_collate
 from fcnseg.data.transforms import Normalize
 from fcnseg.engine.distributed import get_world_size, is_dist, is_main_process, shard_indices
 from fcnseg.metrics import BoundaryIoU, ConfusionMatrix
-from fcnseg.models.onednn import for_inference
 
 __all__ = ["evaluate", "parse_tta", "tta_logits"]
 
@@ -199,7 +199,7 @@ def evaluate(
             may the Boundary IoU band). ``None``: when a process
             group of more than one rank is initialised. Every rank must call it.
         fast: on the CPU in float32, run the model through
-            :func:`fcnseg.models.onednn.for_inference` (oneDNN kernels chosen per layer, the
+            :func:`fcnseg.accel.onednn.for_inference` (oneDNN kernels chosen per layer, the
             same logits within 1e-5 relative); ``False``: the model exactly as it is.
 
     Returns:

@@ -61,9 +61,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
+from fcnseg.accel.training import for_training
 from fcnseg.config import Config, config_to_dict, save_config, stage_configs
 from fcnseg.data import build_dataset, build_transforms, pad_collate
-from fcnseg.data.validation import set_max_image_pixels
 from fcnseg.engine.checkpoint import read_checkpoint, save_model
 from fcnseg.engine.distributed import (
     all_reduce_sum,
@@ -79,7 +79,8 @@ from fcnseg.engine.distributed import (
 from fcnseg.engine.evaluation import evaluate, json_safe
 from fcnseg.engine.loss import SegmentationLoss, build_loss
 from fcnseg.engine.optim import build_optimizer, build_scheduler
-from fcnseg.inference import resolve_device  # one device rule for training and inference
+from fcnseg.io.devices import resolve_device  # one device rule for training and inference
+from fcnseg.io.images import set_max_image_pixels
 from fcnseg.models import build_model, transfer_weights
 from fcnseg.models.weights import check_compatible, read_fcn_weights
 
@@ -335,6 +336,7 @@ class Trainer:
             convert_sync_batchnorm(self.model, self.device)
         self.dtype = getattr(torch, t.dtype)
         self.model.to(self.device, dtype=self.dtype)
+        for_training(self.model, self.device)  # CPU: fc6/fc7 as matmuls (same state dict)
         preprocess = self.model.preprocess
         self.train_set.transforms = build_transforms(
             train=True,

@@ -13,7 +13,8 @@ from pathlib import Path
 from fcnseg.data.palettes import palette_for
 from fcnseg.data.transforms import CAFFE_PREPROCESS
 from fcnseg.data.transforms import DEFAULT_PREPROCESS as IMAGENET_PREPROCESS
-from fcnseg.models.backbones import BACKBONES, build_backbone, list_backbones
+from fcnseg.io.files import CheckpointError
+from fcnseg.models.backbones import backbone_archs, build_backbone, list_backbones
 from fcnseg.models.context import CONTEXT_HEADS, list_contexts
 from fcnseg.models.convolutionalize import convolutionalize
 from fcnseg.models.fcn import FCN
@@ -52,7 +53,8 @@ def build_model(
 
     Args:
         name: ``"fcn32s"``, ``"fcn16s"``, ``"fcn8s"`` or ``"fcn8s_atonce"``.
-        backbone: one of ``list_backbones()`` (``alexnet`` supports fcn32s only).
+        backbone: one of ``list_backbones()`` (``alexnet`` supports fcn32s only), or
+            ``"timm:NAME"``: any timm model with ``features_only`` (``timm`` installed).
         num_classes: number of output channels C.
         pad100: the Caffe reference geometry (VGG16 family): conv1_1 padding 100 and the
             reference crops. Default ``False``: aligned maps without the padding (cheaper).
@@ -81,11 +83,9 @@ def build_model(
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {list_models()}")
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; choose one of {list_backbones()}")
-    if name not in BACKBONES[backbone].archs:
+    if name not in backbone_archs(backbone):
         raise ValueError(
-            f"{backbone} supports {list(BACKBONES[backbone].archs)} only, not {name} "
+            f"{backbone} supports {list(backbone_archs(backbone))} only, not {name} "
             "(it has no stride-8/16 taps; the paper uses AlexNet for FCN-32s only)"
         )
     if context is not None and context not in CONTEXT_HEADS:
@@ -143,8 +143,6 @@ def _palette_list(palette: Sequence[Sequence[int]] | None, num_classes: int) -> 
 
 
 def _load_full_weights(model: FCN, state: dict, path) -> None:
-    from fcnseg.engine.checkpoint import CheckpointError
-
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.endswith("num_batches_tracked")]:
         shown = (missing + unexpected)[:4]

@@ -8,6 +8,7 @@ idea). The networks themselves are torchvision's own definitions, tapped with to
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,8 @@ import torchvision
 from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 
-from fcnseg.models.conv_as_matmul import Conv2dAsMatmul
+from fcnseg.io.files import load_state_dict_file
+from fcnseg.models.convolutionalize import fc_as_convs
 from fcnseg.models.upsampling import Grid
 
 
@@ -71,15 +73,8 @@ class VGGBackbone(Backbone):
         self.features = IntermediateLayerGetter(
             features, {str(pool3): "8", str(pool4): "16", str(pool5): "32"}
         )
-        fc6_linear, fc7_linear = vgg.classifier[0], vgg.classifier[3]
-        # nn.Conv2d subclasses that run as matrix products on the CPU (conv_as_matmul.py)
-        self.fc6 = Conv2dAsMatmul(512, 4096, 7, padding=0 if pad100 else 3)
-        self.fc7 = Conv2dAsMatmul(4096, 4096, 1)
-        with torch.no_grad():  # the same weights, viewed as convolutions (Section 3.1)
-            self.fc6.weight.copy_(fc6_linear.weight.view(4096, 512, 7, 7))
-            self.fc6.bias.copy_(fc6_linear.bias)
-            self.fc7.weight.copy_(fc7_linear.weight.view(4096, 4096, 1, 1))
-            self.fc7.bias.copy_(fc7_linear.bias)
+        # the same weights, viewed as convolutions (Section 3.1); fc8 is the FCN's score layer
+        self.fc6, self.fc7, _ = fc_as_convs(vgg, fc6_padding=0 if pad100 else 3)
         self.relu = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(0.5)
 
@@ -114,15 +109,8 @@ class AlexNetBackbone(Backbone):
             if isinstance(m, nn.MaxPool2d):
                 m.ceil_mode = True
         self.features = alexnet.features
-        fc6_linear, fc7_linear = alexnet.classifier[1], alexnet.classifier[4]
         self.pad6 = nn.ZeroPad2d((2, 3, 2, 3))  # 'same' for an even kernel
-        self.fc6 = Conv2dAsMatmul(256, 4096, 6)
-        self.fc7 = Conv2dAsMatmul(4096, 4096, 1)
-        with torch.no_grad():
-            self.fc6.weight.copy_(fc6_linear.weight.view(4096, 256, 6, 6))
-            self.fc6.bias.copy_(fc6_linear.bias)
-            self.fc7.weight.copy_(fc7_linear.weight.view(4096, 4096, 1, 1))
-            self.fc7.bias.copy_(fc7_linear.bias)
+        self.fc6, self.fc7, _ = fc_as_convs(alexnet)
         self.relu = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(0.5)
         # conv1 (11x11, stride 4, pad 2) centres pixel i at 4i+3; each 3x3/2 pool maps j to the
@@ -196,10 +184,104 @@ def _last_block_per_stride(features: nn.Sequential) -> dict[int, int]:
     return {s: last[s] for s in (8, 16, 32)}
 
 
+class TimmBackbone(Backbone):
+    """Any timm model with ``features_only``, tapped at the stride-8, 16 and 32 outputs its
+    ``feature_info`` reports (the last feature map of each stride).
+
+    The pixel grids are not derived by hand: :func:`probe_centres` finds them from the network's
+    flip symmetry. Built by ``build_backbone("timm:NAME")``.
+    """
+
+    def __init__(self, name: str, weights: str | Path | None = None) -> None:
+        super().__init__()
+        self.body = _timm_features(name, weights)
+        info = self.body.feature_info
+        last: dict[int, int] = {}
+        for i, reduction in enumerate(info.reduction()):
+            last[int(reduction)] = i
+        strides = tuple(s for s in (8, 16, 32) if s in last)
+        if 32 not in last or strides not in ((32,), (8, 16, 32)):
+            raise ValueError(
+                f"timm:{name}: feature strides {sorted(last)}; fcnseg needs 8, 16 and 32 "
+                "(or 32 alone, for fcn32s)"
+            )
+        self.out_index = {s: last[s] for s in strides}
+        self.archs = ("fcn32s",) if strides == (32,) else ALL_ARCHS
+        self.min_input_size = 32
+        centres = probe_centres(name, strides)
+        channels = info.channels()
+        self.taps = {
+            s: Tap(info.module_name()[last[s]], channels[last[s]], Grid(s, centres[s]))
+            for s in strides
+        }
+
+    def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        features = self.body(x)
+        return {s: features[i] for s, i in self.out_index.items()}
+
+
+def _timm_features(name: str, weights: str | Path | None) -> nn.Module:
+    """``timm.create_model(name, features_only=True)``: random weights for ``None``, timm's
+    pretrained weights for an enum-like name (``"DEFAULT"``), or a local weight file."""
+    try:
+        import timm
+    except ImportError:
+        raise ValueError(f"timm:{name}: timm is not installed (pip install timm)") from None
+    kwargs: dict = {"features_only": True, "pretrained": weights is not None}
+    if weights is not None and _looks_like_path(weights):
+        kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
+    try:
+        return timm.create_model(name, **kwargs)
+    except RuntimeError as e:  # timm: unknown model name, or no features_only support
+        raise ValueError(f"timm:{name}: {str(e).strip().splitlines()[0]}") from None
+
+
+@functools.cache
+def probe_centres(name: str, strides: tuple[int, ...], height: int = 64) -> dict[int, float]:
+    """Where pixel 0 of each tapped map of ``timm:name`` sits in the input, found by probing.
+
+    A copy of the network with horizontally symmetric kernels is flip-equivariant on an input
+    of width W exactly when W - 1 = s (n - 1) + 2 c (n: the map's width, c: its centre), so the
+    first W (over one period of the largest stride) at which ``f(flip(x)) == flip(f(x))`` gives
+    ``c = (W - 1 - s (n - 1)) / 2``. Runs on the CPU with random weights (the grid is a
+    property of the architecture), once per process and model.
+
+    Raises:
+        ValueError: no width made a map flip-equivariant (e.g. attention over shifted windows).
+    """
+    with torch.device("cpu"):  # also when the model itself is being built on the meta device
+        net = _timm_features(name, None).eval()
+    index = {s: i for i, s in enumerate(net.feature_info.reduction())}  # the last per stride
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.copy_((m.weight + m.weight.flip(-1)) / 2)
+        gen = torch.Generator().manual_seed(0)
+        top = max(strides)
+        centres: dict[int, float] = {}
+        for width in range(3 * top, 4 * top):
+            x = torch.randn(1, 3, height, width, generator=gen)
+            out, flipped = net(x), net(x.flip(-1))
+            for s in strides:
+                a, b = out[index[s]], flipped[index[s]].flip(-1)
+                if s not in centres and torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max()):
+                    centres[s] = (width - 1 - s * (a.shape[-1] - 1)) / 2
+            if len(centres) == len(strides):
+                return centres
+    raise ValueError(f"timm:{name}: could not find the pixel grid of strides {strides}")
+
+
+ALL_ARCHS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
+TIMM_PREFIX = "timm:"
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
+    """One registry entry: the builder (torchvision classifier -> tapped ``Backbone``) and the
+    heads it supports."""
+
     build: Callable[..., Backbone]
-    archs: tuple[str, ...] = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
+    archs: tuple[str, ...] = ALL_ARCHS
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -214,26 +296,47 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
-def list_backbones() -> list[str]:
-    """Names accepted by ``build_backbone`` / ``build_model(backbone=...)``."""
-    return sorted(BACKBONES)
+def list_backbones(arch: str | None = None) -> list[str]:
+    """Names accepted by ``build_backbone`` / ``build_model(backbone=...)`` (the registry; any
+    ``"timm:NAME"`` of a timm model with ``features_only`` is accepted too). With ``arch``:
+    only those that support that head (``alexnet`` has no stride-8/16 taps)."""
+    return sorted(n for n, spec in BACKBONES.items() if arch is None or arch in spec.archs)
+
+
+def backbone_archs(name: str) -> tuple[str, ...]:
+    """The heads backbone ``name`` supports (every head for ``timm:`` names; a timm model
+    without stride-8/16 outputs is refused when built).
+
+    Raises:
+        ValueError: unknown name.
+    """
+    if name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX):
+        return ALL_ARCHS
+    if name not in BACKBONES:
+        raise ValueError(
+            f"unknown backbone {name!r}; choose one of {list_backbones()} or timm:NAME"
+        )
+    return BACKBONES[name].archs
 
 
 def build_backbone(name: str, weights: str | Path | None = None, pad100: bool = False) -> Backbone:
-    """Build a torchvision backbone and tap it.
+    """Build a torchvision backbone (or a timm one, ``"timm:NAME"``) and tap it.
 
     Args:
-        name: one of ``list_backbones()``.
+        name: one of ``list_backbones()``, or ``"timm:NAME"``.
         weights: ``None`` (random init), a torchvision weight enum name such as
             ``"IMAGENET1K_V1"`` or ``"DEFAULT"`` (downloaded by torchvision where a network
             exists), or the path of a state-dict file in torchvision's format for this network.
+            For timm: ``None``, any name (timm's pretrained weights) or a timm weight file.
         pad100: the Caffe reference geometry (VGG16 family only).
 
     Raises:
         ValueError: unknown name, or weights that are neither an enum name nor a readable file.
     """
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {list_backbones()}")
+    backbone_archs(name)  # validates the name
+    if name.startswith(TIMM_PREFIX):
+        _refuse_pad100(pad100, "timm backbones")
+        return TimmBackbone(name[len(TIMM_PREFIX) :], weights)
     classifier = torchvision_classifier(name, weights)
     return BACKBONES[name].build(classifier, pad100=pad100)
 
@@ -243,8 +346,6 @@ def torchvision_classifier(name: str, weights: str | Path | None = None) -> nn.M
     if weights is None or _looks_like_path(weights):
         model = torchvision.models.get_model(name, weights=None)
         if weights is not None:
-            from fcnseg.engine.checkpoint import load_state_dict_file
-
             state = load_state_dict_file(weights)
             try:
                 model.load_state_dict(state)

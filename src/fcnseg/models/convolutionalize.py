@@ -17,18 +17,56 @@ from torch import nn
 from torchvision.models import VGG, AlexNet, MobileNetV3, ResNet
 
 
-def linear_to_conv(linear: nn.Linear, in_channels: int, kernel_size: int = 1) -> nn.Conv2d:
-    """A convolution computing ``linear`` on every ``kernel_size`` window (weights copied).
+def linear_to_conv(
+    linear: nn.Linear, in_channels: int, kernel_size: int = 1, padding: int = 0
+) -> nn.Conv2d:
+    """A plain ``nn.Conv2d`` computing ``linear`` on every ``kernel_size`` window (weights copied).
 
     torchvision flattens features as (C, H, W), so the weight reshapes directly.
     """
-    conv = nn.Conv2d(in_channels, linear.out_features, kernel_size)
+    conv = nn.Conv2d(in_channels, linear.out_features, kernel_size, padding=padding)
     with torch.no_grad():
         conv.weight.copy_(
             linear.weight.view(linear.out_features, in_channels, kernel_size, kernel_size)
         )
         conv.bias.copy_(linear.bias)
     return conv
+
+
+# family -> (indices of fc6, fc7, fc8 in ``classifier``, fc6's input channels and kernel size)
+_FC_LAYERS: dict[type, tuple[tuple[int, int, int], int, int]] = {
+    VGG: ((0, 3, 6), 512, 7),
+    AlexNet: ((1, 4, 6), 256, 6),
+}
+
+
+def fc_as_convs(classifier: nn.Module, fc6_padding: int = 0) -> tuple[nn.Conv2d, ...]:
+    """fc6, fc7 and fc8 of a torchvision VGG or AlexNet as convolutions (Section 3.1).
+
+    The one convolutionalization of fcnseg: the FCN backbones take fc6 and fc7 from here, the
+    heatmap network all three.
+
+    Args:
+        classifier: a torchvision ``VGG`` (incl. BN) or ``AlexNet``.
+        fc6_padding: zero padding of fc6 (the FCN backbones' aligned geometry pads VGG's by 3).
+
+    Returns:
+        ``(fc6, fc7, fc8)``: fc6 a 7x7 (AlexNet 6x6) conv over pool5's channels, fc7 and fc8
+        1x1 convs, all plain ``nn.Conv2d`` holding copies of the linear layers' weights.
+
+    Raises:
+        TypeError: another model family.
+    """
+    family = next((f for f in _FC_LAYERS if isinstance(classifier, f)), None)
+    if family is None:
+        raise TypeError(f"fc_as_convs: expected a torchvision VGG or AlexNet, got {classifier!r}")
+    (i6, i7, i8), in_channels, kernel = _FC_LAYERS[family]
+    fc6, fc7, fc8 = (classifier.classifier[i] for i in (i6, i7, i8))
+    return (
+        linear_to_conv(fc6, in_channels, kernel, padding=fc6_padding),
+        linear_to_conv(fc7, fc6.out_features),
+        linear_to_conv(fc8, fc7.out_features),
+    )
 
 
 class HeatmapNet(nn.Sequential):
@@ -56,28 +94,16 @@ def convolutionalize(classifier: nn.Module) -> HeatmapNet:
     """
     c = classifier
     if isinstance(c, VGG):
-        fc6, fc7, fc8 = c.classifier[0], c.classifier[3], c.classifier[6]
+        fc6, fc7, fc8 = fc_as_convs(c)
+        drop6, drop7 = c.classifier[2], c.classifier[5]  # dropout (identity in eval)
         return HeatmapNet(
-            c.features,
-            linear_to_conv(fc6, 512, 7),
-            nn.ReLU(inplace=True),
-            c.classifier[2],  # dropout (identity in eval)
-            linear_to_conv(fc7, fc6.out_features),
-            nn.ReLU(inplace=True),
-            c.classifier[5],
-            linear_to_conv(fc8, fc7.out_features),
+            c.features, fc6, nn.ReLU(inplace=True), drop6, fc7, nn.ReLU(True), drop7, fc8
         )
     if isinstance(c, AlexNet):
-        fc6, fc7, fc8 = c.classifier[1], c.classifier[4], c.classifier[6]
+        fc6, fc7, fc8 = fc_as_convs(c)
+        drop6, drop7 = c.classifier[0], c.classifier[3]
         return HeatmapNet(
-            c.features,
-            c.classifier[0],
-            linear_to_conv(fc6, 256, 6),
-            nn.ReLU(inplace=True),
-            c.classifier[3],
-            linear_to_conv(fc7, fc6.out_features),
-            nn.ReLU(inplace=True),
-            linear_to_conv(fc8, fc7.out_features),
+            c.features, drop6, fc6, nn.ReLU(inplace=True), drop7, fc7, nn.ReLU(True), fc8
         )
     if isinstance(c, ResNet):
         body = [c.conv1, c.bn1, c.relu, c.maxpool, c.layer1, c.layer2, c.layer3, c.layer4]

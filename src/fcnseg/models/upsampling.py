@@ -93,11 +93,6 @@ class BilinearUpsample(nn.Module):
         with torch.no_grad():
             self.deconv.weight.copy_(bilinear_kernel(channels, kernel_size))
         self.deconv.weight.requires_grad_(learnable)
-        # Frozen weights are diagonal (class c feeds class c only): a depthwise transposed
-        # convolution gives the same result with 1/C of the work. Its kernel is derived from
-        # the (C, C, k, k) parameter, which stays so state dicts keep the reference layout.
-        self.register_buffer("depthwise", self._depthwise_kernel(), persistent=False)
-        self.register_load_state_dict_post_hook(lambda module, _: module.refresh())
         stride = src.stride // factor
         kernel_centre = (kernel_size - 1) / 2
         self.out_grid = Grid(stride, src.centre - pad * src.stride - stride * kernel_centre)
@@ -107,19 +102,15 @@ class BilinearUpsample(nn.Module):
             x = F.pad(x, (self.pad,) * 4, mode="replicate")
         if self.learnable:
             return self.deconv(x)
-        return F.conv_transpose2d(
-            x, self.depthwise, stride=self.factor, groups=self.depthwise.shape[0]
-        )
-
-    def _depthwise_kernel(self) -> torch.Tensor:
-        w = self.deconv.weight.detach()
-        return w.diagonal(dim1=0, dim2=1).permute(2, 0, 1).unsqueeze(1).contiguous()
-
-    @torch.jit.unused
-    def refresh(self) -> None:
-        """Re-derive the depthwise kernel after the weight changed (state-dict loads do this)."""
-        with torch.no_grad():
-            self.depthwise = self._depthwise_kernel()  # on the weight's device
+        # Frozen weights are diagonal (class c feeds class c only): a depthwise transposed
+        # convolution gives the same result with 1/C of the work. Its (C, 1, k, k) kernel is
+        # read off the (C, C, k, k) parameter on each call (C*k*k values), so it always follows
+        # the weight (state-dict loads, .to(), meta-device builds) without a buffer to refresh.
+        # (The diagonal as a strided view of the flattened weight: exporters see its shape.)
+        w = self.deconv.weight
+        c = w.shape[0]
+        depthwise = w.reshape(c * c, 1, w.shape[2], w.shape[3])[:: c + 1]
+        return F.conv_transpose2d(x, depthwise, stride=self.factor, groups=c)
 
 
 def crop_offset(src: Grid, dst: Grid) -> int:

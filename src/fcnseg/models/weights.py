@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fcnseg.engine.checkpoint import CheckpointError, load_file
+from fcnseg.io.files import CheckpointError, load_file
 
 # conv{block}_{i} -> index in torchvision's vgg16().features
 VGG16_CONV_INDEX = {

@@ -1,8 +1,9 @@
 """Uploaded bytes -> an RGB ``uint8`` image tensor, with the limits checked before decoding.
 
-The conventions are those of :func:`fcnseg.inference.load_image` (which reads files): pixels
-as stored (EXIF orientation not applied), grey, palette, 16-bit, CMYK and alpha images
-converted to RGB (alpha dropped). Only bytes are read; nothing a client names is opened.
+The conversion is :func:`fcnseg.io.images.to_rgb`, the one every reader uses: pixels as
+stored (EXIF orientation not applied), grey, palette, 16-bit, CMYK and alpha images converted
+to RGB (alpha dropped). Only bytes are read; nothing a client names is opened. The steps are
+the server's own so each failure maps to its HTTP status (415, 413, 400).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import warnings
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from fcnseg.io.images import to_rgb
 
 __all__ = ["ACCEPTED_FORMATS", "CorruptImage", "ImageTooLarge", "NotAnImage", "decode_image"]
 
@@ -79,22 +82,9 @@ def decode_image(data: bytes, max_pixels: int) -> torch.Tensor:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 img.load()
-                rgb = _rgb(img)
+                rgb = to_rgb(img, warn=False)  # the package's one conversion rule
         except Image.DecompressionBombError as e:
             raise ImageTooLarge(str(e)) from None
         except (OSError, SyntaxError, ValueError, EOFError) as e:  # truncated or corrupt data
             raise CorruptImage(f"corrupt or truncated image ({e})") from None
     return torch.from_numpy(np.array(rgb, dtype=np.uint8, order="C")).permute(2, 0, 1).contiguous()
-
-
-def _rgb(img: Image.Image) -> np.ndarray:
-    """(H, W, 3) uint8, converted as ``load_image`` converts files."""
-    mode = img.mode
-    if mode == "RGB":
-        return np.asarray(img)
-    if mode.startswith("I;16") or mode == "I":  # 16-bit grey: 0..65535 -> 0..255
-        grey = np.clip(np.round(np.asarray(img).astype(np.float64) / 257.0), 0, 255)
-        return np.repeat(grey.astype(np.uint8)[:, :, None], 3, axis=2)
-    if mode == "P":  # via RGBA so a transparency entry is handled, then drop alpha
-        return np.asarray(img.convert("RGBA").convert("RGB"))
-    return np.asarray(img.convert("RGB"))

@@ -9,7 +9,7 @@ from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 
 import fcnseg
-from fcnseg.models.onednn import (
+from fcnseg.accel.onednn import (
     ConvAsMatmul,
     FusedConv2d,
     available,
@@ -18,7 +18,7 @@ from fcnseg.models.onednn import (
     release_pages,
     to_onednn,
 )
-from fcnseg.models.optimize import optimize_for_inference
+from fcnseg.accel.optimize import optimize_for_inference
 
 pytestmark = pytest.mark.skipif(not available(), reason="this PyTorch build has no oneDNN ops")
 

@@ -3,10 +3,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from fcnseg.bench import count_flops
+from benchmarks.harness import count_flops
+from fcnseg.accel.conv_as_matmul import Conv2dAsMatmul, matmul_available, weight_matrix
+from fcnseg.accel.training import for_training
 from fcnseg.models import build_model
-from fcnseg.models.conv_as_matmul import Conv2dAsMatmul, matmul_available, weight_matrix
 
 pytestmark = pytest.mark.skipif(not matmul_available(), reason="no oneDNN ops in this build")
 
@@ -55,7 +57,11 @@ def test_the_convolution_runs_where_the_matmul_cannot():
 
 
 def test_vgg_fc_layers_are_matmuls_and_flops_are_still_counted():
-    model = build_model("fcn32s", backbone="vgg16", num_classes=2).eval()
+    plain = build_model("fcn32s", backbone="vgg16", num_classes=2).eval()
+    assert type(plain.backbone.fc6) is nn.Conv2d  # the model definition holds plain layers
+    keys = {k: v.data_ptr() for k, v in plain.state_dict().items()}
+    model = for_training(plain, "cpu")  # the CPU training pass: same Parameters, same keys
+    assert {k: v.data_ptr() for k, v in model.state_dict().items()} == keys
     fc6, fc7 = model.backbone.fc6, model.backbone.fc7
     assert isinstance(fc6, Conv2dAsMatmul) and isinstance(fc7, Conv2dAsMatmul)
     x = torch.randn(1, 3, 64, 64)  # pool5 2x2: fc6 and fc7 on 4 positions

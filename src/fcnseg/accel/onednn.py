@@ -1,0 +1,327 @@
+"""CPU inference layers that call oneDNN directly, each convolution on the kernel that suits it.
+
+PyTorch's eager CPU convolution reorders weights on every call and runs every shape as a direct
+convolution. That is close to the machine's peak for VGG's 3x3 layers in NHWC, and far from
+it for the layers that are really matrix products. What this module does instead (per-layer
+figures: ``python -m benchmarks.profile_layers``, recorded in ``benchmarks/README.md``):
+
+- fc6, a 7x7 convolution 512 -> 4096 on a small map: im2col + one oneDNN inner product, about
+  twice as fast as the direct convolution. The weight is a ``view`` of the convolution's.
+- fc7 and every other 1x1 convolution: an inner product on the NHWC rows (no copy at all: an
+  NHWC map *is* a ``(pixels, channels)`` matrix).
+- 3x3 convolutions: oneDNN with the following ReLU fused in (one pass less over each map), and
+  BatchNorm folded into the convolution where one follows the other.
+
+``to_onednn(model)`` returns a copy of ``model`` built this way that *shares* the parameters
+it does not transform (no second copy of fc6's weight, the largest tensor), computes the same
+outputs within float rounding (1e-5 relative) for any input shape, and runs in NHWC. Inference
+only: the oneDNN ops have no autograd. ``available()`` says whether this PyTorch build has them.
+
+``to_onednn(model, stream_weights=True)`` is the low-memory variant for weights that were
+memory-mapped from a checkpoint (``fcnseg.load_model(path, mmap=True)``): a layer's weight is
+mapped in while the layer runs and dropped from the process's resident set right after
+(``madvise(MADV_DONTNEED)``; the next call maps it again from the page cache), fc6 in chunks of
+``chunk_mib``. The process then never holds fc6's weight at once, at a small cost in speed
+(figures: ``python -m benchmarks.run --suite cpu``, ``benchmarks/README.md``).
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import itertools
+import mmap
+import sys
+import weakref
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torchvision.models._utils import IntermediateLayerGetter
+
+from fcnseg.accel.conv_as_matmul import (
+    Conv2dAsMatmul,
+    im2col_rows,
+    matmul_available,
+    weight_matrix,
+)
+
+_NHWC = torch.channels_last
+
+__all__ = [
+    "ConvAsMatmul",
+    "FusedConv2d",
+    "available",
+    "file_backed",
+    "for_inference",
+    "release_pages",
+    "to_onednn",
+]
+
+
+def available() -> bool:
+    """True where PyTorch was built with oneDNN and exposes its pointwise-fused CPU ops."""
+    return matmul_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def _attr(relu: bool) -> str:
+    return "relu" if relu else "none"
+
+
+def file_backed(t: torch.Tensor) -> bool:
+    """True when all of ``t``'s memory lies in one mapping of a regular file (Linux), as the
+    tensors of ``torch.load(path, mmap=True)`` do; False elsewhere or when unsure."""
+    if not sys.platform.startswith("linux") or t.numel() == 0:
+        return False
+    start = t.data_ptr()
+    end = start + t.numel() * t.element_size()
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                fields = line.split(maxsplit=5)
+                low, high = (int(a, 16) for a in fields[0].split("-"))
+                if low <= start and end <= high:
+                    path = fields[5].strip() if len(fields) == 6 else ""
+                    return path.startswith("/") and fields[4] != "0"  # a file with an inode
+    except (OSError, ValueError, IndexError):
+        return False
+    return False
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def release_pages(t: torch.Tensor) -> None:
+    """Drop the whole pages of a *file-backed, never written* tensor from the resident set.
+
+    ``madvise(MADV_DONTNEED)``: the next read maps them again from the file (page cache). On
+    anonymous memory this would zero the data, so callers check ``file_backed`` first.
+    """
+    if _LIBC is None:
+        return
+    page = mmap.PAGESIZE
+    start = t.data_ptr()
+    end = start + t.numel() * t.element_size()
+    low, high = -(-start // page) * page, end // page * page
+    if high > low:
+        _LIBC.madvise(ctypes.c_void_p(low), ctypes.c_size_t(high - low), mmap.MADV_DONTNEED)
+
+
+class FusedConv2d(nn.Module):
+    """``Conv2d`` (+ ``ReLU``) as one oneDNN call; input and output NHWC (channels_last)."""
+
+    def __init__(self, conv: nn.Conv2d, relu: bool = False, stream: bool = False) -> None:
+        super().__init__()
+        weight = conv.weight.detach()
+        self.padding, self.stride = list(conv.padding), list(conv.stride)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+        self.relu = relu
+        # stream: keep a file-backed weight where it is and drop its pages after each call
+        self.stream = stream and file_backed(weight)
+        self.shape = tuple(weight.shape)
+        if not self.stream:
+            # A copy in oneDNN's own blocked layout, so no call reorders it (a few percent on
+            # VGG16 against plain NHWC weights); 3x3 weights are small. Kept as a plain
+            # attribute: an opaque oneDNN tensor has no place in a state dict.
+            weight = _packed(weight, self)
+        self.weight = weight
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.ops.mkldnn._convolution_pointwise(
+            x.contiguous(memory_format=_NHWC),
+            self.weight,
+            self.bias,
+            self.padding,
+            self.stride,
+            self.dilation,
+            self.groups,
+            _attr(self.relu),
+            [],
+            "",
+        )
+        if self.stream:
+            release_pages(self.weight)
+        return out
+
+    def extra_repr(self) -> str:
+        o, i, kh, kw = self.shape
+        return f"{i * self.groups}, {o}, kernel_size=({kh}, {kw}), relu={self.relu}"
+
+
+def _packed(weight: torch.Tensor, conv: FusedConv2d) -> torch.Tensor:
+    """``weight`` reordered once into the blocked layout oneDNN picks for this convolution (for
+    a nominal 64x64 input; other sizes still run, oneDNN reorders when it must), or NHWC where
+    this build cannot pre-pack."""
+    reorder = getattr(torch.ops.mkldnn, "_reorder_convolution_weight", None)
+    if reorder is None:
+        return weight.contiguous(memory_format=_NHWC)
+    size = [1, weight.shape[1] * conv.groups, 64, 64]
+    return reorder(weight.contiguous(), conv.padding, conv.stride, conv.dilation, conv.groups, size)
+
+
+class ConvAsMatmul(nn.Module):
+    """A convolution computed as one matrix product: ``rows (pixels, C*kh*kw) @ weight.T``.
+
+    For 1x1 convolutions the rows are the NHWC map itself (a view); for large kernels on small
+    maps (fc6) they are the im2col patches. The weight is a ``view`` of the convolution's, so
+    nothing is copied. Output: NHWC, ``(N, O, OH, OW)`` with channels_last strides.
+    """
+
+    def __init__(
+        self, conv: nn.Conv2d, relu: bool = False, stream: bool = False, chunk_mib: float = 96
+    ) -> None:
+        super().__init__()
+        # an (O, K) view of the weight in whichever column order its layout gives
+        weight, self.channels_last_order = weight_matrix(conv.weight.detach())
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach())
+        self.kernel = tuple(conv.kernel_size)
+        self.stride, self.padding = tuple(conv.stride), tuple(conv.padding)
+        self.relu = relu
+        # stream: output channels in chunks of about chunk_mib of weight (fc6: 4 chunks), each
+        # chunk's pages dropped after use; smaller chunks mean smaller, less efficient products
+        self.stream = stream and file_backed(self.weight)
+        row_bytes = self.weight.shape[1] * self.weight.element_size()
+        self.chunk = max(1, int(chunk_mib * 2**20) // row_bytes) if self.stream else None
+
+    def _matmul(self, rows: torch.Tensor) -> torch.Tensor:
+        attr = _attr(self.relu)
+        if self.chunk is None:
+            return torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, attr, [], "")
+        outs = []
+        for i in range(0, self.weight.shape[0], self.chunk):
+            w = self.weight[i : i + self.chunk]
+            b = None if self.bias is None else self.bias[i : i + self.chunk]
+            outs.append(torch.ops.mkldnn._linear_pointwise(rows, w, b, attr, [], ""))
+            release_pages(w)
+        return torch.cat(outs, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, oh, ow = im2col_rows(
+            x, self.kernel, self.padding, self.stride, self.channels_last_order
+        )
+        out = self._matmul(rows)
+        return out.view(x.shape[0], oh, ow, -1).permute(0, 3, 1, 2)
+
+    def extra_repr(self) -> str:
+        return f"{tuple(self.weight.shape)}, kernel_size={self.kernel}, relu={self.relu}"
+
+
+def _as_matmul(conv: nn.Conv2d) -> bool:
+    """1x1 convolutions, and large kernels over many channels (fc6): inner products win there."""
+    if conv.groups != 1 or tuple(conv.dilation) != (1, 1):
+        return False
+    kh, kw = conv.kernel_size
+    pointwise = (
+        (kh, kw) == (1, 1) and tuple(conv.stride) == (1, 1) and tuple(conv.padding) == (0, 0)
+    )
+    return pointwise or (kh * kw >= 25 and conv.in_channels >= 64)
+
+
+def _convertible(conv: nn.Module) -> bool:
+    return (
+        type(conv) in (nn.Conv2d, Conv2dAsMatmul)
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+    )
+
+
+def _onednn_layer(conv: nn.Conv2d, relu: bool, stream: bool) -> nn.Module:
+    layer = ConvAsMatmul if _as_matmul(conv) else FusedConv2d
+    return layer(conv, relu, stream=stream)
+
+
+def _sequential_children(module: nn.Module) -> list[str] | None:
+    """Names of children run one after the other on one tensor, or None for other modules."""
+    if isinstance(module, nn.Sequential | IntermediateLayerGetter):
+        return list(module._modules)
+    return None
+
+
+def _fuse_in_sequence(module: nn.Module, stream: bool) -> None:
+    """Fold BatchNorm into the preceding convolution and fuse a following ReLU, in place."""
+    names = _sequential_children(module)
+    if names is None:
+        return
+    # An IntermediateLayerGetter returns some children's outputs: a value that is returned
+    # must stay what it was, so only untapped outputs are folded or fused away.
+    tapped = set(getattr(module, "return_layers", {}))
+    for i, name in enumerate(names):
+        conv = module._modules[name]
+        if not _convertible(conv) or name in tapped:
+            continue
+        following = names[i + 1 : i + 3]
+        nxt = module._modules[following[0]] if following else None
+        if isinstance(nxt, nn.BatchNorm2d) and not nxt.training and nxt.track_running_stats:
+            module._modules[name] = conv = fuse_conv_bn_eval(conv, nxt)
+            module._modules[following[0]] = nn.Identity()
+            if following[0] in tapped:
+                continue
+            following = following[1:]
+            nxt = module._modules[following[0]] if following else None
+        if isinstance(nxt, nn.ReLU):
+            module._modules[name] = _onednn_layer(conv, relu=True, stream=stream)
+            module._modules[following[0]] = nn.Identity()
+
+
+def to_onednn(model: nn.Module, stream_weights: bool = False) -> nn.Module:
+    """A copy of ``model``, in eval mode, whose ``Conv2d`` layers run as oneDNN calls (``model``
+    itself is left as it is, training flag included).
+
+    Parameters that are used as they are (every ``ConvAsMatmul`` weight, the upsamplers, ...)
+    are shared with ``model``, not copied. Feed it channels_last inputs for the best speed;
+    any shape works. ``stream_weights``: weights that are file-backed (``load_model(path,
+    mmap=True)``) are dropped from the resident set after each use (see the module docstring);
+    others are unaffected. Raises ``RuntimeError`` where ``available()`` is false.
+    """
+    if not available():
+        raise RuntimeError("this PyTorch build has no oneDNN pointwise ops (torch.ops.mkldnn)")
+    shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    fast = copy.deepcopy(model, memo=shared).eval()  # new modules, the same tensors
+    for module in list(fast.modules()):
+        _fuse_in_sequence(module, stream_weights)
+    for module in list(fast.modules()):
+        for name, child in list(module._modules.items()):
+            if child is not None and _convertible(child):
+                module._modules[name] = _onednn_layer(child, relu=False, stream=stream_weights)
+    return fast.eval()  # the new layers too
+
+
+def for_inference(
+    model: nn.Module, device: torch.device | str, stream_weights: bool = False
+) -> nn.Module:
+    """What ``predict`` and ``evaluate`` run: ``to_onednn(model, stream_weights)`` on a CPU
+    where it applies (oneDNN in this build, float32 weights), else ``model`` itself.
+
+    The copy is kept (weakly, with the model) and reused while the model's tensors are the same
+    and unmodified (same storage, same version counters), so calling ``predict`` image by image
+    does not rebuild it (for small backbones that costs more than a forward); after an optimiser
+    step, a ``load_state_dict`` or a ``.to()`` it is rebuilt and reflects the current weights.
+    """
+    if torch.device(device).type != "cpu" or not available():
+        return model
+    if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in model.parameters()):
+        return model
+    key = _fingerprint(model, stream_weights)
+    cached = _COPIES.get(model)
+    if key is not None and cached is not None and cached[0] == key:
+        return cached[1]
+    fast = to_onednn(model, stream_weights=stream_weights)
+    if key is not None:
+        _COPIES[model] = (key, fast)
+    return fast
+
+
+# model -> (fingerprint of its tensors, its oneDNN copy); entries go with their model
+_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(model: nn.Module, stream_weights: bool) -> tuple | None:
+    """Identity and version of every tensor of ``model`` (None where versions are not tracked:
+    tensors made under ``torch.inference_mode``)."""
+    try:
+        tensors = itertools.chain(model.parameters(), model.buffers())
+        return (stream_weights, *((t.data_ptr(), t._version, t.shape) for t in tensors))
+    except RuntimeError:
+        return None
