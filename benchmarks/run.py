@@ -445,6 +445,8 @@ def to_markdown(res: dict) -> str:
         f"# fcnseg benchmarks: suite `{res['suite']}`, {res['date']}",
         "",
         f"Machine: {m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads, "
+        f"vector ISA {m.get('isa')} (CPU with AVX-512: {m.get('cpu_avx512')}; oneDNN cap "
+        f"{m.get('onednn_max_isa') or 'none'}, MKL cap {m.get('mkl_instructions') or 'none'}), "
         f"torch {m['torch']}" + (f", {m['gpu']}" if m.get("gpu") else "") + ". "
         f"Load average {res['load_before']:.2f} before, {res['load_after']:.2f} after "
         f"(other processes {'were' if res['load_before'] > 0.5 else 'were not'} running). "
@@ -524,7 +526,9 @@ def main(argv: list[str] | None = None) -> int:
     res["gemm_peak_gflops"] = max(res["gemm_kernels_gflops"].values())
     log(f"GEMM peak {res['gemm_peak_gflops']:.0f} GFLOP/s")
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"{args.suite}-{dt.date.today().isoformat()}"
+    # the vector ISA in the name: an AVX2 run (ATEN_CPU_CAPABILITY=avx2 ...) keeps its own file
+    isa = str(res["machine"].get("isa") or "cpu").lower()
+    stem = f"{args.suite}-{dt.date.today().isoformat()}-{isa}"
 
     def save() -> None:  # after every block, so a crash late in the run keeps the figures
         (args.out / f"{stem}.json").write_text(json.dumps(res, indent=2, default=str))
