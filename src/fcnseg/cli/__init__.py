@@ -23,6 +23,7 @@ COMMANDS = {
     "heatmap": ("heatmap", "class heatmap of a convolutionalized classifier (Section 3.1)"),
     "compare": ("compare", "coarse vs fine: input | each model | ground truth (Figure 4)"),
     "bench": ("bench", "latency, throughput and memory of a model"),
+    "plot": ("plot", "learning curves (loss, val mean IU) of existing training runs"),
 }
 
 
@@ -30,8 +31,16 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input, not a bug: reported in one line, exit code 2."""
     from fcnseg.config import ConfigError
     from fcnseg.engine.checkpoint import CheckpointError
+    from fcnseg.plots import MatplotlibMissing
 
-    return (ConfigError, CheckpointError, ValueError, FileNotFoundError, PermissionError)
+    return (
+        ConfigError,
+        CheckpointError,
+        MatplotlibMissing,
+        ValueError,
+        FileNotFoundError,
+        PermissionError,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
