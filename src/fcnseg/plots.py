@@ -158,7 +158,7 @@ def learning_curves(
         if train:
             steps = [offset + r["step"] for r in train]
             ax_loss.plot(steps, [r["loss"] for r in train], color=colour, label=label)
-        for key, name in CURVE_METRICS:
+        for key, _ in CURVE_METRICS:
             points = [r for r in log["eval"] if _finite(r.get(key))]
             if points:
                 ax_val.plot(

@@ -7,7 +7,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from fcnseg.engine.demo import DEMO_SECONDS
+    from fcnseg.engine.demo import DEFAULT_CONTROLS, DEMO_SECONDS
 
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     parser.add_argument(
@@ -24,7 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-steps", type=int, help="cap each run's steps (quick check)")
     parser.add_argument(
-        "--no-controls", action="store_true", help="train the staged line only (no controls)"
+        "--controls",
+        default=",".join(DEFAULT_CONTROLS),
+        help="control runs, comma-separated: continued (the coarser model trained on for the "
+        "next stage's steps: skip vs extra steps), alone (FCN-8s from scratch for the whole "
+        "line's steps; doubles the time), or none (default: %(default)s)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -38,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         budget_seconds=None if args.no_time_limit else args.seconds,
         max_steps=args.max_steps,
-        controls=not args.no_controls,
+        controls=[c.strip() for c in args.controls.split(",") if c.strip() not in ("", "none")],
         progress=not args.no_progress,
     )
     print(result["table"])

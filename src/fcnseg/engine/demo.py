@@ -3,8 +3,9 @@ the generated ``shapes`` set, about two CPU minutes, no downloads.
 
 It trains the three heads one after the other, each initialised from the previous one
 (Long et al., Sec. 4.2: "we initialize [FCN-16s] with the parameters of FCN-32s", the
-reference's ``surgery.transplant``; here :func:`fcnseg.models.transfer_weights`), then three
-control runs that say how much of each gain is the skip and how much the extra steps:
+reference's ``surgery.transplant``; here :func:`fcnseg.models.transfer_weights`), then
+control runs that say how much of each gain is the skip and how much the extra steps (the
+first two by default, all three with ``controls=("continued", "alone")``):
 
 - ``fcn32s_continued``: FCN-32s trained on from its checkpoint with FCN-16s's stage budget
   (same init, steps and schedule as FCN-16s, no skip);
@@ -41,6 +42,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,15 +54,23 @@ from fcnseg.engine.checkpoint import load_model, read_checkpoint
 from fcnseg.engine.evaluation import json_safe
 from fcnseg.engine.trainer import Trainer
 
-__all__ = ["DEMO_RECIPE", "DEMO_SECONDS", "MODELS", "demo_runs", "run_demo"]
+__all__ = ["DEFAULT_CONTROLS", "DEMO_RECIPE", "DEMO_SECONDS", "MODELS", "demo_runs", "run_demo"]
 
 MODELS = ("fcn32s", "fcn16s", "fcn8s")
 CONTROLS = ("fcn32s_continued", "fcn16s_continued", "fcn8s_alone")
+CONTROL_KINDS = ("continued", "alone")
+#: the controls ``fcnseg demo`` trains by default: the ones that split each gain into skip
+#: and extra steps; ``alone`` doubles the training time (``--controls continued,alone``)
+DEFAULT_CONTROLS = ("continued",)
 REPORT_KEYS = ("pixel_acc", "mean_acc", "mean_iou", "fw_iou", "boundary_iou")
 #: wall-time budget of the whole demo (training, evaluation, figure, report), seconds
 DEMO_SECONDS = 140.0
 _FINAL_RESERVE_S = 6.0  # the figure, curves and report after the last run
-_FIRST_OVERHEAD_S = 3.0  # guess of one run's set-up + evaluation, until one is measured
+_FIRST_OVERHEAD_S = 3.0
+_METRIC_NAMES = {
+    "mean_iou": "mean IU",
+    "boundary_iou": "boundary IoU",
+}  # guess of one run's set-up + evaluation, until one is measured
 
 # Tuned by measurement on 2 shared CPU cores (see report.md of a run). 128x128 images give a
 # 4x4 stride-32 score map, so FCN-32s is visibly coarse and the small objects (6-13 px) need
@@ -147,8 +157,14 @@ class DemoRun:
     parent: str | None = None
 
 
-def demo_runs(cfg: Config, controls: bool = True) -> list[DemoRun]:
+def demo_runs(cfg: Config, controls: Sequence[str] = DEFAULT_CONTROLS) -> list[DemoRun]:
     """The staged line of ``cfg`` (its ``stages``) followed by the controls (module doc).
+
+    Args:
+        cfg: the demo recipe (with ``stages``).
+        controls: which controls: ``"continued"`` (each coarser model trained on for the next
+            stage's budget) and/or ``"alone"`` (the finest head from scratch for the whole
+            line's steps).
 
     Returns:
         ``DemoRun`` per run in training order; each control's config is its stage's with the
@@ -160,16 +176,23 @@ def demo_runs(cfg: Config, controls: bool = True) -> list[DemoRun]:
     for name, stage_cfg in stages:
         runs.append(DemoRun(name, stage_cfg, stage_cfg.train.max_minutes or 1.0, offset))
         offset += stage_cfg.train.max_steps or 0
-    if not controls or len(stages) < 2:
+    unknown = set(controls) - set(CONTROL_KINDS)
+    if unknown:
+        raise ValueError(f"unknown demo controls {sorted(unknown)}; choose from {CONTROL_KINDS}")
+    if len(stages) < 2:
         return runs
     line = list(runs)
     for prev, stage in zip(line, line[1:], strict=False):
+        if "continued" not in controls:
+            break
         d = config_to_dict(stage.cfg)  # the stage's init, steps and schedule ...
         d["model"]["arch"] = prev.cfg.model.arch  # ... without its skip
         name = f"{prev.name}_continued"
         d["out"] = str(Path(cfg.out) / "controls" / name)
         control = config_from_dict(d, trust_out=True)
         runs.append(DemoRun(name, control, stage.weight, stage.offset, parent=prev.name))
+    if "alone" not in controls:
+        return runs
     d = config_to_dict(line[0].cfg)  # the first stage's schedule, from scratch ...
     d["model"]["arch"] = line[-1].cfg.model.arch  # ... with the finest head
     d["model"]["init_from"] = None
@@ -226,11 +249,16 @@ def _coarse_to_fine_sentence(metrics: dict, margin: float = 0.02) -> str:
         return None not in (a, b, c) and c - b >= by and b - a >= by
 
     nums = "; ".join(
-        f"{key.replace('_', ' ')} " + " -> ".join(_pct(metrics[m][key]) for m in MODELS)
+        f"{_METRIC_NAMES[key]} " + " -> ".join(_pct(metrics[m][key]) for m in MODELS)
         for key in ("mean_iou", "boundary_iou")
     )
-    clear = ordered("mean_iou", margin) and ordered("boundary_iou", margin)
-    if clear:
+    values = [metrics[m][k] for m in MODELS for k in ("mean_iou", "boundary_iou")]
+    if None in values or max(values) - min(values) < 0.005:
+        verdict = (
+            "The three models are indistinguishable (all within half a point): the run was "
+            "too short (or the machine too busy) to test coarse to fine"
+        )
+    elif ordered("mean_iou", margin) and ordered("boundary_iou", margin):
         verdict = (
             f"Coarse to fine held by clear margins (each skip adds at least {100 * margin:.0f} "
             "points): FCN-8s > FCN-16s > FCN-32s on mean IU and on boundary IoU"
@@ -259,7 +287,7 @@ def _split_sentences(metrics: dict, steps: dict) -> list[str]:
                 continue
             rows.append(
                 f"| {coarse.replace('fcn', 'FCN-')} -> {fine.replace('fcn', 'FCN-')} "
-                f"| {key.replace('_', ' ')} | {_points(f - c)} | {_points(f - k)} "
+                f"| {_METRIC_NAMES[key]} | {_points(f - c)} | {_points(f - k)} "
                 f"| {_points(k - c)} |"
             )
     return rows
@@ -328,7 +356,7 @@ def run_demo(
     *,
     budget_seconds: float | None = DEMO_SECONDS,
     max_steps: int | None = None,
-    controls: bool = True,
+    controls: Sequence[str] = DEFAULT_CONTROLS,
     overrides: list[str] | tuple[str, ...] = (),
     progress: bool = True,
 ) -> dict:
@@ -341,7 +369,7 @@ def run_demo(
             quiet machine).
         max_steps: cap every run at this many steps (a quick check; ``*_alone`` gets the
             sum over the stages).
-        controls: also train the three control runs (module docstring).
+        controls: the control runs to train as well (:func:`demo_runs`; ``()``: none).
         overrides: extra ``key=value`` recipe overrides (as ``fcnseg train --set``).
         progress: show progress bars.
 
@@ -424,11 +452,10 @@ def _report(cfg, out, runs, metrics, steps, stops, checkpoints, curves: bool) ->
 
 {_table(metrics, steps, MODELS)}
 
-Scores in percent on the held-out `shapes` val split ({len(_val_lengths(cfg))} images of
-{cfg.data.options.get("size")} px, whole images), from each run's `best.pt`; steps count from
-the start of the staged line. Mean IU, pixel/mean accuracy and f.w. IU are the paper's four
-metrics (one confusion matrix over the split); boundary IoU (Cheng et al. 2021, band 2% of
-the diagonal) scores the contours only.
+Scores in percent on the held-out `shapes` val split ({_val_text(cfg)}, whole images), from
+each run's `best.pt`; steps count from the start of the staged line. Mean IU, pixel/mean
+accuracy and f.w. IU are the paper's four metrics (one confusion matrix over the split);
+boundary IoU (Cheng et al. 2021, band 2% of the diagonal) scores the contours only.
 
 {_coarse_to_fine_sentence(metrics)}
 
@@ -450,11 +477,11 @@ same steps and schedule, without the skip:
 """
         if alone in metrics and metrics[alone].get("mean_iou") is not None:
             a, f = metrics[alone]["mean_iou"], metrics[MODELS[-1]]["mean_iou"]
-            text += f"""
-{_title(alone)} (from scratch, the line's {steps.get(alone)} steps, no staging) reaches
-{_pct(a)} mean IU against {_pct(f)} for the staged FCN-8s ({_points(f - a)} points for
-staging).
-"""
+            text += (
+                f"\n{_title(alone)} (from scratch, the line's {steps.get(alone)} steps, no "
+                f"staging) reaches {_pct(a)} mean IU against {_pct(f)} for the staged FCN-8s "
+                f"({_points(f - a)} points for staging).\n"
+            )
     if curves:
         text += "\n![learning curves: loss and val scores against step](curves.png)\n"
     lines = "\n".join(
@@ -470,9 +497,11 @@ staging).
     return text
 
 
-def _val_lengths(cfg: Config) -> range:
+def _val_text(cfg: Config) -> str:
     d = cfg.data
-    return range(len(build_dataset(d.dataset, d.root, d.val_split, **d.options)))
+    val = build_dataset(d.dataset, d.root, d.val_split, **d.options)
+    size = "x".join(str(v) for v in d.options.get("size", ()))
+    return f"{len(val)} images" + (f" of {size} px" if size else "")
 
 
 def _timing(seconds, train_seconds, budget, max_steps, overrides, out) -> str:
@@ -496,12 +525,24 @@ def _timing(seconds, train_seconds, budget, max_steps, overrides, out) -> str:
 ## Machine and time
 
 - {_machine()}
-- ISA: ATEN_CPU_CAPABILITY={os.environ.get("ATEN_CPU_CAPABILITY", "(default)")},
-  ONEDNN_MAX_CPU_ISA={os.environ.get("ONEDNN_MAX_CPU_ISA", "(default)")}; load average at
-  the end {_load()}
+- ISA: {_isa()}; load average at the end {_load()}
 - wall time {seconds:.0f} s in all ({budget_text}; {train_seconds:.0f} s training and
   evaluation, the rest the figure, curves and this report)
 """
+
+
+def _isa() -> str:
+    """The SIMD level torch dispatches to, and the env vars that cap it (if set)."""
+    try:
+        level = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        level = "unknown"
+    caps = [
+        f"{k}={os.environ[k]}"
+        for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+        if k in os.environ
+    ]
+    return f"torch CPU capability {level}" + (f" ({', '.join(caps)})" if caps else "")
 
 
 def _load() -> str:

@@ -67,7 +67,6 @@ from fcnseg.data.validation import set_max_image_pixels
 from fcnseg.engine.checkpoint import read_checkpoint, save_model
 from fcnseg.engine.distributed import (
     all_reduce_sum,
-    any_rank,
     barrier,
     broadcast_buffers,
     convert_sync_batchnorm,
@@ -540,12 +539,10 @@ class Trainer:
             return f"max_steps={t.max_steps} reached"
         if self.epoch >= t.epochs:
             return f"epochs={t.epochs} done"
-        if t.max_minutes is not None:
-            late = (time.perf_counter() - start) / 60 >= t.max_minutes
-            if self.world_size > 1:  # clocks differ: stop every rank at the same step
-                late = any_rank(late, self.device)
-            if late:
-                return f"max_minutes={t.max_minutes:.3g} reached"
+        # the clock is read once per step (_budget_fraction, the same on every rank), so the
+        # step that stops the run is the one whose schedule position reached the end
+        if t.max_minutes is not None and self._time_fraction >= 1.0:
+            return f"max_minutes={t.max_minutes:.3g} reached"
         return ""
 
     def _budget_fraction(self, start: float) -> float:
