@@ -1,5 +1,6 @@
 # Two user-facing targets; each sets itself up on a fresh machine.
 #   make demo   trains FCN-32s/16s/8s on the embedded "shapes" set and writes runs/demo/
+#               (about two minutes on 2 CPU cores; matplotlib comes with it for curves.png)
 #   make test   ruff + the whole pytest suite
 PYTHON ?= python3
 VENV   := .venv
@@ -15,11 +16,11 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e ".[plots]"
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[dev,export]"
+	$(BIN)/pip install -q -e ".[dev,export,plots]"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -61,7 +61,11 @@ def test_a_time_budget_moves_the_schedule_when_it_runs_ahead_of_the_steps():
     assert lr_factor(50, "poly", 100, time_fraction=0.1) == pytest.approx(0.5**0.9)
     assert lr_factor(10, "poly", 100, time_fraction=1.3) == 0.0  # clipped at the end
     assert lr_factor(10, "cosine", 100, time_fraction=1.0) == pytest.approx(0.0)
-    assert lr_factor(3, "poly", 100, warmup_steps=5, time_fraction=0.9) == pytest.approx(4 / 6)
+    # inside the warm-up too: a run the clock stops during warm-up still ends at 0
+    assert lr_factor(3, "poly", 100, warmup_steps=5, time_fraction=0.9) == pytest.approx(
+        4 / 6 * 0.1**0.9
+    )
+    assert lr_factor(3, "poly", 100, warmup_steps=5, time_fraction=1.0) == 0.0
     assert lr_factor(3, "fixed", 100, time_fraction=0.9) == 1.0
 
 

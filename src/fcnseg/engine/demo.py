@@ -148,13 +148,15 @@ class DemoRun:
     """One training run of the demo: a stage of the staged line or a control.
 
     ``weight`` is its share of the time budget (its recipe minutes); ``offset`` the step at
-    which it starts on the learning curves' step axis; ``parent`` the run it continues."""
+    which it starts on the learning curves' step axis; ``parent`` the run it continues;
+    ``mirrors`` the stages whose steps a control repeats (it trains as many as they took)."""
 
     name: str
     cfg: Config
     weight: float
     offset: int = 0
     parent: str | None = None
+    mirrors: tuple[str, ...] = ()
 
 
 def demo_runs(cfg: Config, controls: Sequence[str] = DEFAULT_CONTROLS) -> list[DemoRun]:
@@ -190,7 +192,7 @@ def demo_runs(cfg: Config, controls: Sequence[str] = DEFAULT_CONTROLS) -> list[D
         name = f"{prev.name}_continued"
         d["out"] = str(Path(cfg.out) / "controls" / name)
         control = config_from_dict(d, trust_out=True)
-        runs.append(DemoRun(name, control, stage.weight, stage.offset, parent=prev.name))
+        runs.append(DemoRun(name, control, stage.weight, stage.offset, prev.name, (stage.name,)))
     if "alone" not in controls:
         return runs
     d = config_to_dict(line[0].cfg)  # the first stage's schedule, from scratch ...
@@ -200,7 +202,9 @@ def demo_runs(cfg: Config, controls: Sequence[str] = DEFAULT_CONTROLS) -> list[D
     d["train"]["max_minutes"] = sum(r.cfg.train.max_minutes or 0 for r in line) or None
     name = f"{line[-1].name}_alone"
     d["out"] = str(Path(cfg.out) / "controls" / name)
-    runs.append(DemoRun(name, config_from_dict(d, trust_out=True), sum(r.weight for r in line)))
+    total = sum(r.weight for r in line)
+    alone = config_from_dict(d, trust_out=True)
+    runs.append(DemoRun(name, alone, total, mirrors=tuple(r.name for r in line)))
     return runs
 
 
@@ -394,18 +398,28 @@ def run_demo(
     deadline = None if budget_seconds is None else t0 + float(budget_seconds)
 
     summaries: dict[str, dict] = {}
+    trained_s: dict[str, float] = {}
     overheads: list[float] = []
+    skipped: list[str] = []
     for i, run in enumerate(runs):
         if deadline is None:
             seconds = 60.0 * (run.cfg.train.max_minutes or 1e6)
         else:
             left = runs[i:]
-            overhead = max(overheads) if overheads else _FIRST_OVERHEAD_S
+            overhead = sum(overheads) / len(overheads) if overheads else _FIRST_OVERHEAD_S
             spare = deadline - time.perf_counter() - _FINAL_RESERVE_S - overhead * len(left)
             seconds = spare * run.weight / sum(r.weight for r in left)
+        if run.mirrors:
+            # a control repeats the steps its stages actually took (a busy CPU may have cut
+            # them short); without about the time they took, it would not be comparable
+            run.cfg.train.max_steps = sum(int(summaries[m]["step"]) for m in run.mirrors)
+            if seconds < 0.5 * sum(trained_s[m] for m in run.mirrors):
+                skipped.append(run.name)
+                continue
         started = time.perf_counter()
-        summaries[run.name], trained = _train_within(run, seconds, progress)
-        overheads.append(max(time.perf_counter() - started - trained, 0.0))
+        summaries[run.name], trained_s[run.name] = _train_within(run, seconds, progress)
+        overheads.append(max(time.perf_counter() - started - trained_s[run.name], 0.0))
+    runs = [r for r in runs if r.name not in skipped]
     train_seconds = time.perf_counter() - t0
 
     metrics: dict[str, dict] = {}
@@ -434,6 +448,11 @@ def run_demo(
     seconds = time.perf_counter() - t0
     table = _table(metrics, steps, MODELS)
     report = _report(cfg, out, runs, metrics, steps, stops, checkpoints, curves is not None)
+    if skipped:
+        report += (
+            f"\nSkipped for want of time (the budget left could not repeat their stages' "
+            f"steps): {', '.join(_title(n) for n in skipped)}.\n"
+        )
     report += _timing(seconds, train_seconds, budget_seconds, max_steps, overrides, out)
     (out / "report.md").write_text(report)
     return {

@@ -91,17 +91,25 @@ def lr_factor(
     """The learning-rate multiplier for optimiser step ``step`` (0-based).
 
     Warm-up: ``(step + 1) / (warmup_steps + 1)`` for ``step < warmup_steps`` (linear, never
-    0), times the schedule's value at ``t = 0``. After it, ``t = max((step - warmup_steps) /
-    (total_steps - warmup_steps), time_fraction)`` clipped to [0, 1]: ``fixed`` 1, ``poly``
-    ``(1 - t) ** power``, ``cosine`` ``(1 + cos(pi t)) / 2``. ``time_fraction`` is the share
-    of a time budget already used (0 without one).
+    0), times the schedule's value at ``t = time_fraction`` (0 without a time budget). After
+    it, ``t = max((step - warmup_steps) / (total_steps - warmup_steps), time_fraction)``
+    clipped to [0, 1]: ``fixed`` 1, ``poly`` ``(1 - t) ** power``, ``cosine``
+    ``(1 + cos(pi t)) / 2``. ``time_fraction`` is the share of a time budget already used.
+
+    Raises:
+        ValueError: an unknown schedule.
     """
+    time_fraction = min(max(float(time_fraction), 0.0), 1.0)
     if step < warmup_steps:
-        return (step + 1) / (warmup_steps + 1)
+        return (step + 1) / (warmup_steps + 1) * _schedule_value(schedule, time_fraction, power)
+    span = max(total_steps - warmup_steps, 1)
+    t = min(max((step - warmup_steps) / span, time_fraction, 0.0), 1.0)
+    return _schedule_value(schedule, t, power)
+
+
+def _schedule_value(schedule: str, t: float, power: float) -> float:
     if schedule == "fixed":
         return 1.0
-    span = max(total_steps - warmup_steps, 1)
-    t = min(max((step - warmup_steps) / span, float(time_fraction), 0.0), 1.0)
     if schedule == "poly":
         return (1.0 - t) ** power
     if schedule == "cosine":
