@@ -179,6 +179,7 @@ def learning_curves(
     ax_val.set_xlabel("step")
     ax_val.set_ylabel("val mean IU (solid) / boundary IoU (dashed), %")
     ax_val.set_ylim(0, 100)
+    ax_val.set_xlim(left=0)  # the same step axis as the loss panel
     for ax in (ax_loss, ax_val):
         _axes_style(ax)
         if ax.get_legend_handles_labels()[0]:

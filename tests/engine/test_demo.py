@@ -62,8 +62,8 @@ def test_demo_end_to_end_tiny(tmp_path):
     for text in ("FCN-8s", "fcnseg demo", "Skip or extra steps", "from the skip", "CPU"):
         assert text in report, text
     with Image.open(out / "figure.png") as fig:
-        # input | 3 models | ground truth, 2x enlarged, 4 rows, and a legend below
-        assert fig.width == 5 * 96 + 6 * 4 and fig.height > 18 + 4 * (96 + 4) + 4
+        # input | 3 models | ground truth, 2x enlarged, 3 rows, and a legend below
+        assert fig.width == 5 * 96 + 6 * 4 and fig.height > 18 + 3 * (96 + 4) + 18
     if importlib.util.find_spec("matplotlib") is not None:
         with Image.open(out / "curves.png") as img:
             assert img.size == (1000, 400)

@@ -132,12 +132,12 @@ DEMO_RECIPE: dict = {
         {
             "name": "fcn16s",
             "model": {"arch": "fcn16s", "init_from": "previous"},
-            "train": {"lr": 0.001, "max_steps": 60, "max_minutes": 0.25, "warmup_steps": 0},
+            "train": {"lr": 0.002, "max_steps": 60, "max_minutes": 0.25, "warmup_steps": 0},
         },
         {
             "name": "fcn8s",
             "model": {"arch": "fcn8s", "init_from": "previous"},
-            "train": {"lr": 0.001, "max_steps": 60, "max_minutes": 0.25, "warmup_steps": 0},
+            "train": {"lr": 0.002, "max_steps": 80, "max_minutes": 0.35, "warmup_steps": 0},
         },
     ],
 }
@@ -297,7 +297,7 @@ def _split_sentences(metrics: dict, steps: dict) -> list[str]:
     return rows
 
 
-def _figure(out: Path, cfg: Config, checkpoints: dict[str, Path], n: int = 4) -> None:
+def _figure(out: Path, cfg: Config, checkpoints: dict[str, Path], n: int = 3) -> None:
     from fcnseg.viz import comparison_figure
 
     models = {name: load_model(path) for name, path in checkpoints.items()}
@@ -322,7 +322,7 @@ def _figure(out: Path, cfg: Config, checkpoints: dict[str, Path], n: int = 4) ->
         scale=2,
         class_names=val.classes,
     )
-    fig.save(out / "figure.png")
+    fig.save(out / "figure.png", optimize=True)  # small enough to commit beside a README
 
 
 def _table(metrics: dict, steps: dict, names) -> str:
@@ -480,6 +480,12 @@ boundary IoU (Cheng et al. 2021, band 2% of the diagonal) scores the contours on
 
 ![Figure 4 style: input, FCN-32s, FCN-16s, FCN-8s, ground truth](figure.png)
 """
+    short = [
+        f"{_title(r.name)} trained {steps[r.name] - steps.get(r.parent or '', 0)} of the "
+        f"{_own_steps(r, steps)} steps it repeats before its share of the time ran out"
+        for r in runs
+        if r.mirrors and steps[r.name] - steps.get(r.parent or "", 0) < _own_steps(r, steps)
+    ]
     if split_rows:
         text += f"""
 ## Skip or extra steps?
@@ -494,12 +500,18 @@ same steps and schedule, without the skip:
 |---|---|---:|---:|---:|
 {chr(10).join(split_rows)}
 """
+        if short:
+            text += (
+                "\nOn this run " + "; ".join(short) + ": a control with fewer steps "
+                "understates what the steps give (run with a larger `--seconds` for equal "
+                "steps).\n"
+            )
         if alone in metrics and metrics[alone].get("mean_iou") is not None:
             a, f = metrics[alone]["mean_iou"], metrics[MODELS[-1]]["mean_iou"]
             text += (
-                f"\n{_title(alone)} (from scratch, the line's {steps.get(alone)} steps, no "
-                f"staging) reaches {_pct(a)} mean IU against {_pct(f)} for the staged FCN-8s "
-                f"({_points(f - a)} points for staging).\n"
+                f"\n{_title(alone)} (from scratch, {steps.get(alone)} steps against the "
+                f"line's {steps[MODELS[-1]]}, no staging) reaches {_pct(a)} mean IU against "
+                f"{_pct(f)} for the staged FCN-8s ({_points(f - a)} points for staging).\n"
             )
     if curves:
         text += "\n![learning curves: loss and val scores against step](curves.png)\n"
@@ -514,6 +526,12 @@ same steps and schedule, without the skip:
 {lines}
 """
     return text
+
+
+def _own_steps(run: DemoRun, steps: dict) -> int:
+    """Steps of the stages a control repeats (``steps`` counts from the start of the line)."""
+    previous = {m: MODELS[MODELS.index(m) - 1] for m in MODELS[1:]}
+    return sum(steps[m] - steps.get(previous.get(m, ""), 0) for m in run.mirrors)
 
 
 def _val_text(cfg: Config) -> str:
