@@ -14,10 +14,12 @@ first two by default, all three with ``controls=("continued", "alone")``):
   needed at all, or do the skips alone do it?).
 
 Every run is evaluated on the held-out ``val`` split. The demo is bounded by wall time as
-well as steps: the time left before the deadline is shared among the runs still to go in
-proportion to their recipe minutes (minus the measured evaluation overhead), and each run's
-learning-rate schedule follows whichever of its steps and minutes runs out first, so a slow
-or busy CPU ends on time with every schedule finished. It writes to ``out``:
+well as steps: the time left before the deadline is shared among the stages still to go in
+proportion to their recipe minutes (minus the measured evaluation overhead), the controls get
+what the stages leave (a control that could not repeat half its stage's steps is skipped and
+the report says so), and each run's learning-rate schedule follows whichever of its steps and
+minutes runs out first, so a slow or busy CPU ends on time with every schedule finished. It
+writes to ``out``:
 
 - ``metrics.json``: ``{"fcn32s": {pixel_acc, mean_acc, mean_iou, fw_iou, boundary_iou},
   "fcn16s": ..., "fcn8s": ..., "fcn32s_continued": ..., "fcn16s_continued": ...,
@@ -405,7 +407,10 @@ def run_demo(
         if deadline is None:
             seconds = 60.0 * (run.cfg.train.max_minutes or 1e6)
         else:
-            left = runs[i:]
+            # The line first: its stages share the time as if there were no controls, and
+            # the controls share what the line leaves (skipped below if it is too little),
+            # so a slow or busy CPU costs the controls, not FCN-8s.
+            left = [r for r in runs[i:] if bool(r.mirrors) == bool(run.mirrors)]
             overhead = sum(overheads) / len(overheads) if overheads else _FIRST_OVERHEAD_S
             spare = deadline - time.perf_counter() - _FINAL_RESERVE_S - overhead * len(left)
             seconds = spare * run.weight / sum(r.weight for r in left)
@@ -511,7 +516,8 @@ same steps and schedule, without the skip:
             text += (
                 f"\n{_title(alone)} (from scratch, {steps.get(alone)} steps against the "
                 f"line's {steps[MODELS[-1]]}, no staging) reaches {_pct(a)} mean IU against "
-                f"{_pct(f)} for the staged FCN-8s ({_points(f - a)} points for staging).\n"
+                f"{_pct(f)} for the staged FCN-8s: staging "
+                f"{'gains' if f >= a else 'costs'} {abs(100 * (f - a)):.1f} points here.\n"
             )
     if curves:
         text += "\n![learning curves: loss and val scores against step](curves.png)\n"
