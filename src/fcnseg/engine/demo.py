@@ -68,7 +68,7 @@ REPORT_KEYS = ("pixel_acc", "mean_acc", "mean_iou", "fw_iou", "boundary_iou")
 #: wall-time budget of the whole demo (training, evaluation, figure, report), seconds
 DEMO_SECONDS = 140.0
 _FINAL_RESERVE_S = 6.0  # the figure, curves and report after the last run
-_FIRST_OVERHEAD_S = 3.0
+_FIRST_OVERHEAD_S = 6.0
 _METRIC_NAMES = {
     "mean_iou": "mean IU",
     "boundary_iou": "boundary IoU",
