@@ -1,5 +1,6 @@
 # Two user-facing targets; each sets itself up on a fresh machine.
 #   make demo   trains FCN-32s/16s/8s on the embedded "shapes" set and writes runs/demo/
+#               (about two minutes on 2 CPU cores; matplotlib comes with it for curves.png)
 #   make test   ruff + lint-imports (the layers contract) + the whole pytest suite, then the
 #               numerics-sensitive tests again as an AVX2-only CPU computes them (on AVX-512)
 PYTHON ?= python3

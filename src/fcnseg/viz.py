@@ -1,8 +1,11 @@
-"""Pictures with PIL only: the paper's Figure 4 layout and a confusion-matrix image.
+"""Label pictures with PIL only: the paper's Figure 4 layout, class legends, a confusion matrix.
 
 ``comparison_figure`` lays out one row per image: input | model 1 | ... | model k | ground
 truth, label maps coloured with the dataset palette (:func:`fcnseg.data.palettes.colorize`),
 a title above each column: how Long et al. show FCN-32s -> 16s -> 8s refining the output.
+Given the class names it adds a legend (a colour swatch and the name of every class present
+in the picture). :func:`with_legend` adds the same legend below any picture (``predict
+--overlay``). Charts (learning curves, per-class IoU) are :mod:`fcnseg.plots` (matplotlib).
 """
 
 from __future__ import annotations
@@ -15,12 +18,20 @@ from PIL import Image, ImageDraw, ImageFont
 
 from fcnseg.data.palettes import colorize
 
-__all__ = ["comparison_figure", "confusion_matrix_image"]
+__all__ = [
+    "classes_present",
+    "comparison_figure",
+    "confusion_matrix_image",
+    "legend_image",
+    "with_legend",
+]
 
 _GAP = 4
 _TITLE_H = 18
 _WHITE = (255, 255, 255)
 _TEXT = (20, 20, 20)
+_SWATCH = 12
+_LEGEND_ROW = 18
 
 
 def _rgb(image) -> np.ndarray:
@@ -42,6 +53,90 @@ def _font(size: int = 12):
         return ImageFont.load_default()
 
 
+def classes_present(
+    masks: Sequence, num_classes: int | None = None, ignore_index: int = 255
+) -> list[int]:
+    """Sorted class indices that occur in any of ``masks`` (label maps (H, W), tensors or
+    arrays); ``ignore_index`` is left out, and so is any index >= ``num_classes`` when given."""
+    seen: set[int] = set()
+    for m in masks:
+        values = m.detach().cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m)
+        seen.update(int(v) for v in np.unique(values))
+    seen.discard(int(ignore_index))
+    return sorted(c for c in seen if c >= 0 and (num_classes is None or c < num_classes))
+
+
+def legend_image(
+    class_names: Sequence[str],
+    palette: Sequence[Sequence[int]],
+    classes: Sequence[int],
+    width: int,
+) -> Image.Image:
+    """A legend strip ``width`` pixels wide: a colour swatch and the name of each class.
+
+    Args:
+        class_names: name of every class (index = label value).
+        palette: colour of every class.
+        classes: the indices to show, in order (e.g. :func:`classes_present`).
+        width: strip width; entries wrap onto as many rows as they need.
+
+    Returns:
+        An RGB ``PIL.Image`` of size ``(width, rows * 18 + 4)``; ``image.info["legend"]`` is
+        the list of names shown.
+
+    Raises:
+        ValueError: a class index without a name or a colour.
+    """
+    font = _font()
+    entries = []
+    for c in classes:
+        if not 0 <= c < min(len(class_names), len(palette)):
+            raise ValueError(f"class {c} has no name or colour ({len(class_names)} names)")
+        name = str(class_names[c])
+        text_w = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(name, font=font))
+        entries.append((name, tuple(int(v) for v in palette[c]), _SWATCH + 4 + text_w + 10))
+    # flow layout: as many entries per row as fit
+    rows: list[list[tuple]] = [[]]
+    x = _GAP
+    for entry in entries:
+        if rows[-1] and x + entry[2] > width:
+            rows.append([])
+            x = _GAP
+        rows[-1].append(entry)
+        x += entry[2]
+    canvas = Image.new("RGB", (max(int(width), 1), len(rows) * _LEGEND_ROW + 4), _WHITE)
+    draw = ImageDraw.Draw(canvas)
+    for r, row in enumerate(rows):
+        x, y = _GAP, 2 + r * _LEGEND_ROW
+        for name, colour, w in row:
+            draw.rectangle((x, y + 2, x + _SWATCH - 1, y + 1 + _SWATCH), fill=colour, outline=_TEXT)
+            draw.text((x + _SWATCH + 4, y + 1), name, fill=_TEXT, font=font)
+            x += w
+    canvas.info["legend"] = [e[0] for e in entries]
+    return canvas
+
+
+def with_legend(
+    image,
+    class_names: Sequence[str],
+    palette: Sequence[Sequence[int]],
+    classes: Sequence[int],
+) -> Image.Image:
+    """``image`` (PIL image or uint8 (H, W, 3) array) with :func:`legend_image` below it.
+
+    Returns:
+        An RGB ``PIL.Image`` as wide as ``image``; its top rows are ``image`` unchanged;
+        ``info["legend"]`` lists the names shown.
+    """
+    top = image.convert("RGB") if isinstance(image, Image.Image) else Image.fromarray(image)
+    strip = legend_image(class_names, palette, classes, top.width)
+    canvas = Image.new("RGB", (top.width, top.height + strip.height), _WHITE)
+    canvas.paste(top, (0, 0))
+    canvas.paste(strip, (0, top.height))
+    canvas.info["legend"] = strip.info["legend"]
+    return canvas
+
+
 def comparison_figure(
     images: Sequence,
     predictions: Mapping[str, Sequence],
@@ -50,6 +145,7 @@ def comparison_figure(
     *,
     ignore_index: int = 255,
     scale: int = 1,
+    class_names: Sequence[str] | None = None,
 ) -> Image.Image:
     """The Figure-4 grid: ``input | <each model> | ground truth``, one row per image.
 
@@ -59,9 +155,11 @@ def comparison_figure(
         targets: ground-truth label maps (H, W), or ``None`` to leave the column out.
         palette: class colours (ignore pixels are drawn black).
         scale: integer enlargement (nearest neighbour), for small images.
+        class_names: when given, a legend below the grid names every class present in the
+            predictions or the targets (:func:`legend_image`).
 
     Returns:
-        An RGB ``PIL.Image``.
+        An RGB ``PIL.Image`` (with a legend: ``info["legend"]`` lists the names shown).
     """
     columns: list[tuple[str, list[np.ndarray]]] = [("input", [_rgb(im) for im in images])]
     for title, masks in predictions.items():
@@ -87,7 +185,11 @@ def comparison_figure(
             if scale != 1:
                 tile = tile.resize((tile.width * scale, tile.height * scale), Image.NEAREST)
             canvas.paste(tile, (x, _TITLE_H + r * (cell_h + _GAP)))
-    return canvas
+    if class_names is None:
+        return canvas
+    labels = [m for _, masks in predictions.items() for m in masks] + list(targets or [])
+    present = classes_present(labels, min(len(class_names), len(palette)), ignore_index)
+    return with_legend(canvas, class_names, palette, present)
 
 
 def confusion_matrix_image(

@@ -10,6 +10,7 @@ import torch
 from torchvision import tv_tensors
 
 from fcnseg.data import SHAPES_CLASSES, build_dataset, build_transforms
+from fcnseg.data.shapes import SHAPES_HUES
 
 N_CLASSES = len(SHAPES_CLASSES)
 
@@ -18,7 +19,7 @@ def test_metadata_and_default_lengths():
     train = build_dataset("shapes")
     assert len(train) == 512 and len(build_dataset("shapes", split="val")) == 64
     assert train.num_classes == N_CLASSES == 7 and train.files == []
-    assert train.classes == ["background", "disk", "square", "triangle", "ring", "cross", "bar"]
+    assert train.classes == ["background", "red", "yellow", "green", "cyan", "blue", "magenta"]
     assert len(train.palette) >= N_CLASSES and len(set(train.palette)) == N_CLASSES
     assert len(build_dataset("shapes", length=5)) == 5
     with pytest.raises(ValueError, match="split"):
@@ -59,25 +60,61 @@ def test_train_and_val_differ():
     assert not any(val[i][0].numpy().tobytes() in train_images for i in range(16))
 
 
-def test_every_class_appears_and_colour_does_not_tell_the_class():
-    ds = build_dataset("shapes", split="train", length=96)
+def _hue(pixels: np.ndarray) -> np.ndarray:
+    """Hue in degrees of uint8 RGB rows (N, 3)."""
+    rgb = pixels.astype(np.float64) / 255.0
+    mx, mn = rgb.max(1), rgb.min(1)
+    d = np.maximum(mx - mn, 1e-9)
+    r, g, b = rgb.T
+    h = np.where(mx == r, (g - b) / d % 6, np.where(mx == g, (b - r) / d + 2, (r - g) / d + 4))
+    return 60.0 * h
+
+
+def test_every_class_appears_and_local_colour_tells_the_class():
+    ds = build_dataset("shapes", split="train", length=64)
     counts = np.zeros(N_CLASSES, dtype=np.int64)
-    per_image_means: list[list[np.ndarray]] = [[] for _ in range(N_CLASSES)]
+    hits = np.zeros(N_CLASSES, dtype=np.int64)
+    sat = {0: [], 1: []}
     for i in range(len(ds)):
         image, mask = ds[i]
         m = mask.numpy().ravel()
         counts += np.bincount(m, minlength=N_CLASSES)
-        pixels = image.numpy().reshape(3, -1).T.astype(np.float64)
-        for c in np.unique(m):
-            per_image_means[c].append(pixels[m == c].mean(0))
+        pixels = image.numpy().reshape(3, -1).T
+        rgb = pixels.astype(np.float64)
+        s = (rgb.max(1) - rgb.min(1)) / np.maximum(rgb.max(1), 1.0)
+        sat[0].append(s[m == 0])
+        sat[1].append(s[m > 0])
+        hue = _hue(pixels)
+        for c in range(1, N_CLASSES):
+            # the class hue: nearest of the six hues, as a small net can read it
+            diff = np.abs((hue[m == c] - SHAPES_HUES[c - 1] + 180) % 360 - 180)
+            hits[c] += int((diff < 30).sum())
     assert (counts > 0).all(), counts
-    assert counts[1:].min() > 200  # every object class has real support, thin ones included
-    assert min(len(v) for v in per_image_means) >= 24  # each class in many images
-    # All classes draw colour and texture from one distribution: the average colour of
-    # each object class is the same mid-grey (uniform colours), not a class signature.
-    mean = np.array([np.mean(v, axis=0) for v in per_image_means[1:]])
-    assert np.all(np.abs(mean - 127.5) < 35), mean
-    assert np.ptp(mean, axis=0).max() < 50, mean
+    assert counts[1:].min() > 0.02 * counts.sum()  # every object class has real support
+    assert counts[0] < 0.85 * counts.sum()  # objects are not a speck on the background
+    # Local evidence: most pixels of a class carry its hue; background is grey, objects not.
+    assert (hits[1:] > 0.9 * counts[1:]).all(), hits[1:] / counts[1:]
+    assert np.median(np.concatenate(sat[0])) < 0.25 < np.median(np.concatenate(sat[1]))
+
+
+def test_objects_come_in_three_sizes():
+    """Small objects (finer than a stride-16 cell), medium ones and large ones, every class."""
+    from scipy import ndimage
+
+    ds = build_dataset("shapes", split="val", length=32)
+    diameters = {c: [] for c in range(1, N_CLASSES)}
+    for i in range(len(ds)):
+        mask = ds[i][1].numpy()
+        for c in range(1, N_CLASSES):
+            labels, n = ndimage.label(mask == c)
+            areas = np.bincount(labels.ravel())[1:]
+            diameters[c] += list(2 * np.sqrt(areas / np.pi))  # equivalent disk diameter
+    every = np.concatenate([np.asarray(v) for v in diameters.values()])
+    assert (every < 12).sum() > 50  # small: under a stride-16 cell
+    assert ((every > 16) & (every < 32)).sum() > 30  # medium
+    assert (every > 40).sum() > 20  # large
+    for c, d in diameters.items():  # sizes do not tell the class either
+        assert min(d) < 14 and max(d) > 30, (SHAPES_CLASSES[c], min(d), max(d))
 
 
 def test_transforms_apply_to_generated_samples():

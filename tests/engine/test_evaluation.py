@@ -1,7 +1,9 @@
+import importlib.util
 import json
 
 import pytest
 import torch
+from PIL import Image
 
 import fcnseg
 from fcnseg.cli import main
@@ -18,6 +20,9 @@ def test_cli_eval_reproduces_evaluate_from_a_checkpoint(tiny_cfg, tmp_path, caps
     assert "mean IoU" in capsys.readouterr().out
     written = json.loads((out / "metrics.json").read_text())
     assert (out / "confusion_matrix.png").is_file()
+    if importlib.util.find_spec("matplotlib") is not None:  # per-class IoU bars beside it
+        with Image.open(out / "iou.png") as img:
+            assert img.width == 700 and img.height >= 250
 
     model = fcnseg.load_model(best)
     val = build_dataset(

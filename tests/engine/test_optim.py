@@ -55,6 +55,20 @@ def test_schedule_values():
         lr_factor(0, "step", 10)
 
 
+def test_a_time_budget_moves_the_schedule_when_it_runs_ahead_of_the_steps():
+    # position = max(step fraction, time fraction): a slow machine ends decayed on time
+    assert lr_factor(10, "poly", 100, time_fraction=0.5) == pytest.approx(0.5**0.9)
+    assert lr_factor(50, "poly", 100, time_fraction=0.1) == pytest.approx(0.5**0.9)
+    assert lr_factor(10, "poly", 100, time_fraction=1.3) == 0.0  # clipped at the end
+    assert lr_factor(10, "cosine", 100, time_fraction=1.0) == pytest.approx(0.0)
+    # inside the warm-up too: a run the clock stops during warm-up still ends at 0
+    assert lr_factor(3, "poly", 100, warmup_steps=5, time_fraction=0.9) == pytest.approx(
+        4 / 6 * 0.1**0.9
+    )
+    assert lr_factor(3, "poly", 100, warmup_steps=5, time_fraction=1.0) == 0.0
+    assert lr_factor(3, "fixed", 100, time_fraction=0.9) == 1.0
+
+
 def test_scheduler_steps_every_group_from_its_own_base_lr():
     model = fcnseg.build_model("fcn32s", backbone="resnet18", num_classes=3)
     cfg = TrainConfig(optimizer="sgd", lr=0.1, schedule="poly", warmup_steps=2)
@@ -68,3 +82,13 @@ def test_scheduler_steps_every_group_from_its_own_base_lr():
     assert seen[0] == pytest.approx([0.1 / 3, 0.2 / 3])
     assert seen[2] == pytest.approx([0.1, 0.2])
     assert seen[6] == pytest.approx([0.1 * 0.6**0.9, 0.2 * 0.6**0.9])
+    clock = {"f": 0.0}
+    timed = build_scheduler(opt, cfg, total_steps=1000, time_fraction=lambda: clock["f"])
+    clock["f"] = 0.75  # three quarters of the time budget gone after two steps
+    opt.step()
+    timed.step()
+    opt.step()
+    timed.step()
+    opt.step()
+    timed.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.25**0.9)

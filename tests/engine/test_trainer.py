@@ -1,8 +1,11 @@
 import hashlib
+import importlib.util
+import json
 import math
 
 import pytest
 import torch
+from PIL import Image
 
 import fcnseg
 from fcnseg.cli import main
@@ -27,6 +30,9 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tiny_cfg):
     out = trainer.out
     for name in ("last.pt", "best.pt", "config.yaml", "metrics.jsonl", "metrics.csv"):
         assert (out / name).is_file(), name
+    if importlib.util.find_spec("matplotlib") is not None:  # the learning curves
+        with Image.open(out / "curves.png") as img:
+            assert img.size == (1000, 400)
     # training checkpoints load as models
     model = fcnseg.load_model(out / "best.pt")
     assert model.config["arch"] == "fcn8s"
@@ -132,3 +138,19 @@ def test_staged_init_copies_backbone_and_score_fr(tiny_cfg, tmp_path):
 def test_num_classes_mismatch_is_a_user_error(tiny_cfg):
     with pytest.raises(ValueError, match="num_classes"):
         Trainer(tiny_cfg("model.num_classes=4"), progress=False)
+
+
+def test_a_run_stopped_by_max_minutes_ends_with_a_decayed_rate_and_logs_it(tiny_cfg):
+    # far more steps than the time allows: the clock stops the run and finishes the schedule
+    cfg = tiny_cfg(
+        "train.max_steps=100000", "train.max_minutes=0.005", "train.log_every=1000",
+        "train.schedule=poly", "train.warmup_steps=0",
+    )  # fmt: skip
+    trainer = Trainer(cfg, progress=False)
+    summary = trainer.fit()
+    assert summary["stop_reason"].startswith("max_minutes") and summary["step"] >= 1
+    assert trainer.optimizer.param_groups[0]["lr"] == 0.0  # (1 - 1) ** 0.9
+    events = [json.loads(line) for line in (trainer.out / "metrics.jsonl").open()]
+    train_events = [e for e in events if e["event"] == "train"]
+    # the last (partial) logging window is written although no log_every boundary was met
+    assert train_events and train_events[-1]["step"] == summary["step"]

@@ -69,7 +69,8 @@ def test_predict_command_writes_index_png_overlay_side(checkpoints, tmp_path, ca
         with Image.open(out / f"{stem}.png") as img:
             assert img.mode == "P" and img.size == (w, h)
         with Image.open(out / f"{stem}_overlay.png") as img:
-            assert img.mode == "RGB" and img.size == (w, h)
+            # the overlay at the image's size, a legend of the classes present below it
+            assert img.mode == "RGB" and img.width == w and img.height > h + 18
         with Image.open(out / f"{stem}_side.png") as img:
             assert img.size == (2 * w, h)
 
@@ -80,6 +81,12 @@ def test_predict_command_writes_index_png_overlay_side(checkpoints, tmp_path, ca
     palette = model_palette(model)
     with Image.open(out / "a.png") as img:
         assert img.getpalette()[: 3 * len(palette)] == [v for c in palette for v in c]
+    # The overlay's legend names exactly the classes predicted, with their colours.
+    overlay = np.asarray(Image.open(out / "a_overlay.png"))
+    present = sorted(int(c) for c in np.unique(expected.numpy()))
+    legend_colours = {tuple(c) for c in overlay[64:].reshape(-1, 3)}
+    for c, colour in enumerate(palette):
+        assert (tuple(colour) in legend_colours) == (c in present), (c, present)
     # The side-by-side's left half is the input itself.
     side = np.asarray(Image.open(out / "a_side.png"))
     assert np.array_equal(side[:, :96], a.permute(1, 2, 0).numpy())
@@ -198,7 +205,7 @@ def test_compare_command_figure4(checkpoints, tmp_path, capsys):
     assert "fcn32s, fcn16s, fcn8s" in capsys.readouterr().out
     with Image.open(out) as fig:
         assert fig.width >= 5 * 96  # input | 3 models | ground truth
-        assert fig.height > 64
+        assert fig.height > 64 + 18  # and the legend below
     assert load_image(out).shape[0] == 3
 
 

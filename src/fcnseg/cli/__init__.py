@@ -24,6 +24,7 @@ COMMANDS = {
     "compare": ("compare", "coarse vs fine: input | each model | ground truth (Figure 4)"),
     "bench": ("bench", "latency, throughput and memory of a model"),
     "serve": ("serve", "serve a model over HTTP: JSON/PNG API and a web page"),
+    "plot": ("plot", "learning curves (loss, val mean IU) of existing training runs"),
 }
 
 
@@ -45,8 +46,16 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input, not a bug: reported in one line, exit code 2."""
     from fcnseg.config import ConfigError
     from fcnseg.engine.checkpoint import CheckpointError
+    from fcnseg.plots import MatplotlibMissing
 
-    return (ConfigError, CheckpointError, ValueError, FileNotFoundError, PermissionError)
+    return (
+        ConfigError,
+        CheckpointError,
+        MatplotlibMissing,
+        ValueError,
+        FileNotFoundError,
+        PermissionError,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,7 +2,7 @@
 
 Runs each checkpoint on the image and draws ``input | model A | model B | ... | ground truth``,
 each column titled with the checkpoint's architecture (FCN-32s -> 16s -> 8s: coarse to fine),
-using :func:`fcnseg.viz.comparison_figure`.
+with a legend naming the classes present, using :func:`fcnseg.viz.comparison_figure`.
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         [target] if target is not None else None,
         model_palette(models[0]),
         scale=args.scale,
+        class_names=models[0].class_names,
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,14 +2,16 @@
 
 Prints the table, writes ``DIR/metrics.json`` (the keys of ``ConfusionMatrix.compute()`` and
 ``BoundaryIoU.compute()``, fractions in [0, 1], null for undefined per-class values) and
-``DIR/confusion_matrix.png``. Without ``--dataset`` the dataset, root and val split come from
-the training recipe stored in the checkpoint.
+``DIR/confusion_matrix.png`` beside ``DIR/iou.png`` (a bar per class: its IoU, and the mean
+IU; needs matplotlib, else it is left out with a note). Without ``--dataset`` the dataset,
+root and val split come from the training recipe stored in the checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -60,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from fcnseg.engine.evaluation import evaluate_with_matrix, json_safe
     from fcnseg.engine.trainer import resolve_device
     from fcnseg.metrics import format_table
+    from fcnseg.plots import MatplotlibMissing, iou_bar_chart
     from fcnseg.viz import confusion_matrix_image
 
     ckpt_path = Path(args.checkpoint)
@@ -105,5 +108,18 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(json_safe(scores), indent=2) + "\n")
     confusion_matrix_image(cm.mat, model.class_names).save(out / "confusion_matrix.png")
-    print(f"wrote {out / 'metrics.json'} and {out / 'confusion_matrix.png'}")
+    written = [out / "metrics.json", out / "confusion_matrix.png"]
+    try:
+        written.append(
+            iou_bar_chart(
+                scores["iou"],
+                model.class_names,
+                out / "iou.png",
+                mean_iou=scores["mean_iou"],
+                title=f"{ckpt_path.name} on {name} {split}",
+            )
+        )
+    except MatplotlibMissing as e:  # the scores are the result; the chart is optional
+        print(f"fcnseg eval: note: iou.png not written: {e}", file=sys.stderr)
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0

@@ -3,7 +3,8 @@
 For every input image writes ``DIR/<stem>.png``: an index PNG of the image's size whose pixel
 values are the class indices and whose embedded palette colours them (viewers show colours,
 ``fcnseg.data.load_index_png`` reads indices). ``--overlay`` adds ``<stem>_overlay.png`` (the
-colours blended over the image), ``--side-by-side`` adds ``<stem>_side.png`` (image | colours).
+colours blended over the image, a legend of the classes present below it), ``--side-by-side``
+adds ``<stem>_side.png`` (image | colours).
 Inputs are files, folders and globs; images are decoded by a DataLoader and batched when they
 share a size. ``--onnx FILE`` runs an fcnseg ONNX export (float32 or int8, ``fcnseg export``)
 with ONNX Runtime on the CPU instead of a checkpoint.
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from fcnseg.data.palettes import colorize, save_index_png
     from fcnseg.engine.checkpoint import load_model
     from fcnseg.inference import expand_inputs, iter_predict, model_palette
+    from fcnseg.viz import classes_present, with_legend
 
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
@@ -85,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if model.num_classes > 256:
         raise ValueError(f"{model.num_classes} classes do not fit an index PNG (at most 256)")
     palette = model_palette(model)
+    names = getattr(model, "class_names", None) or [str(i) for i in range(model.num_classes)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     predictions = iter_predict(
@@ -109,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
             image = p.image.permute(1, 2, 0).numpy()
             colours = colorize(p.labels, palette)
             if args.overlay:
-                Image.fromarray(overlay(image, colours, args.alpha)).save(
+                present = classes_present([p.labels], len(palette))
+                with_legend(overlay(image, colours, args.alpha), names, palette, present).save(
                     out / f"{stem}_overlay.png"
                 )
             if args.side_by_side:

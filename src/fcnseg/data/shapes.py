@@ -4,37 +4,40 @@ Every sample is a deterministic function of ``(seed, split, index)``; ``train``,
 and ``test`` draw from disjoint random streams (``numpy.random.SeedSequence([seed,
 split_code, index])``), so no image is shared between splits.
 
-Classes (index: name, palette colour)::
+Classes (index: name, palette colour; the object's own colour is drawn around the hue)::
 
-    0 background  (0, 0, 0)
-    1 disk        (230, 25, 75)     filled circle
-    2 square      (60, 180, 75)     filled square, any rotation
-    3 triangle    (255, 225, 25)    filled equilateral triangle, any rotation
-    4 ring        (0, 130, 200)     annulus, from thick to thin (>= 1.5 px wide)
-    5 cross       (245, 130, 48)    plus sign with thin arms, any rotation
-    6 bar         (145, 30, 180)    long thin rectangle (aspect >= 4), any rotation
+    0 background  (0, 0, 0)         grey, low-saturation textured clutter
+    1 red         (230, 25, 75)     hue   0 deg
+    2 yellow      (255, 225, 25)    hue  60 deg
+    3 green       (60, 180, 75)     hue 120 deg
+    4 cyan        (70, 240, 240)    hue 180 deg
+    5 blue        (0, 90, 200)      hue 240 deg
+    6 magenta     (240, 50, 230)    hue 300 deg
 
-The design makes the task need what FCNs are about:
+The design makes a small network learn the classes quickly and leaves the FCN strides
+to decide the score:
 
-- **Shape is the only class cue.** Every object's colour and texture (flat, gradient,
-  stripes or speckle) come from one distribution shared by all classes, so a pixel's
-  colour says nothing about its class: the network must look at the context (the
-  shape) around it: large receptive fields.
-- **Boundaries need fine strides.** Sizes vary log-uniformly from a few pixels to a
-  quarter of the image; rings, crosses and bars have parts 2-6 px thin; 3-8 objects
-  per image overlap and later objects occlude earlier ones (the mask follows the
-  painting order), so the labels have detailed, non-convex boundaries.
-- **Background is not flat.** A random colour gradient, smooth low-frequency colour
-  noise, sometimes a faint grating, pixel noise, soft-edged blobs, and crisp "star"
-  distractors with 5-7 lobes (labelled background: they share the objects' colour and
-  texture distribution but no class shape, and 5+ lobes never read as a cross).
+- **Local evidence names the class.** An object's class is its hue family (hue within
+  +-20 deg of the class hue, saturation 0.5-1, brightness 0.45-1), so a few pixels of it
+  tell its class; its outline (disk, ellipse, rotated rectangle or triangle) and its
+  texture (flat, shading gradient, stripes or speckle in brightness) are drawn at random
+  for every class and carry no class information. Background is grey with a faint tint
+  (saturation <= 0.2), smooth low-frequency shading, grain and soft grey blobs.
+- **Objects of three sizes make the strides matter.** Every image holds 1-3 large
+  (radius 15-28 % of the side), 2-4 medium (6-12 %) and 3-5 small (2.5-5 %) objects:
+  on a 128x128 image a small one is 6-13 px across, less than a stride-16 cell, so
+  FCN-32s (a 4x4 score map) blurs it away, FCN-16s finds it roughly and FCN-8s outlines
+  it. Later objects occlude earlier ones (the mask follows the painting order).
+- **Noise so it is not a lookup.** Per-pixel colour noise, brightness texture and hue
+  jitter overlap the classes' colour ranges near their borders.
 
-Generation is vectorised numpy on each object's bounding box only (roughly 1-2 ms per
+Generation is vectorised numpy on each object's bounding box only (about 1 ms per
 128x128 image on one core).
 """
 
 from __future__ import annotations
 
+import colorsys
 import math
 from collections.abc import Callable
 from functools import lru_cache
@@ -45,23 +48,38 @@ import torch
 
 from fcnseg.data.base import SegmentationDataset
 
-__all__ = ["SHAPES_CLASSES", "SHAPES_PALETTE", "ShapesSegmentation", "generate_shapes_sample"]
+__all__ = [
+    "SHAPES_CLASSES",
+    "SHAPES_HUES",
+    "SHAPES_PALETTE",
+    "SIZE_BANDS",
+    "ShapesSegmentation",
+    "generate_shapes_sample",
+]
 
-SHAPES_CLASSES = ["background", "disk", "square", "triangle", "ring", "cross", "bar"]
+SHAPES_CLASSES = ["background", "red", "yellow", "green", "cyan", "blue", "magenta"]
 SHAPES_PALETTE = [
     (0, 0, 0),
     (230, 25, 75),
-    (60, 180, 75),
     (255, 225, 25),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
+    (60, 180, 75),
+    (70, 240, 240),
+    (0, 90, 200),
+    (240, 50, 230),
 ]
+#: hue (degrees) of each object class, index 1..6
+SHAPES_HUES = (0.0, 60.0, 120.0, 180.0, 240.0, 300.0)
+#: (name, radius range as a fraction of the image side, objects per image)
+SIZE_BANDS = (
+    ("large", (0.15, 0.28), (1, 3)),
+    ("medium", (0.06, 0.12), (2, 4)),
+    ("small", (0.025, 0.05), (3, 5)),
+)
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 DEFAULT_LENGTHS = {"train": 512, "val": 64, "test": 64}
 
-_DISK, _SQUARE, _TRIANGLE, _RING, _CROSS, _BAR = range(1, 7)
-_STAR = -1  # distractor, labelled background
+_HUE_JITTER = 20.0  # degrees either side of the class hue (classes are 60 deg apart)
+_OUTLINES = ("disk", "ellipse", "rectangle", "triangle")
 
 
 @lru_cache(maxsize=64)
@@ -77,188 +95,133 @@ def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
     return m
 
 
-@lru_cache(maxsize=16)
-def _coords(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    ys = np.arange(h, dtype=np.float32)[:, None] + 0.5
-    xs = np.arange(w, dtype=np.float32)[None, :] + 0.5
-    return ys, xs
+def _smooth_field(rng: np.random.Generator, h: int, w: int, amp: float) -> np.ndarray:
+    """(h, w) smooth noise: a coarse random grid, bilinearly upsampled."""
+    gh, gw = int(rng.integers(3, 8)), int(rng.integers(3, 8))
+    grid = rng.normal(0.0, amp, size=(gh, gw)).astype(np.float32)
+    return _interp_matrix(h, gh) @ grid @ _interp_matrix(w, gw).T
+
+
+def _rgb(hue_deg: float, sat: float, val: float) -> np.ndarray:
+    return np.array(colorsys.hsv_to_rgb((hue_deg % 360.0) / 360.0, sat, val), dtype=np.float32)
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    ys, xs = _coords(h, w)
-    c0, c1 = rng.random(3, dtype=np.float32), rng.random(3, dtype=np.float32)
+    """(h, w, 3) float image in about [0, 1]: tinted grey shading, grain, grey blobs."""
+    grey = rng.uniform(0.25, 0.75) + _smooth_field(rng, h, w, 0.12)
+    ys = np.arange(h, dtype=np.float32)[:, None] / h - 0.5
+    xs = np.arange(w, dtype=np.float32)[None, :] / w - 0.5
     a = rng.uniform(0, 2 * math.pi)
-    t = (xs * math.cos(a) + ys * math.sin(a)) / float(h + w)
-    t = t - t.min()
-    t = t / max(float(t.max()), 1e-6)
-    # Smooth low-frequency colour noise: a coarse random grid, bilinearly upsampled.
-    gh, gw = int(rng.integers(3, 8)), int(rng.integers(3, 8))
-    grid = rng.normal(0.0, 0.12, size=(gh, gw * 3)).astype(np.float32)
-    low = _interp_matrix(h, gh) @ grid  # (h, gw*3)
-    low = low.reshape(h, gw, 3).transpose(0, 2, 1) @ _interp_matrix(w, gw).T  # (h, 3, w)
-    img = low.transpose(0, 2, 1) + c0
-    img += t[..., None] * (c1 - c0)
-    if rng.random() < 0.35:  # a faint grating: texture, never a crisp edge
-        f = rng.uniform(0.05, 0.4)
-        b = rng.uniform(0, 2 * math.pi)
-        g = np.sin(f * (xs * math.cos(b) + ys * math.sin(b)) + rng.uniform(0, 6.3))
-        img = img + (rng.uniform(0.03, 0.1) * g)[..., None] * rng.choice([-1.0, 1.0], 3)
-    return img.astype(np.float32, copy=False)
+    grey = grey + rng.uniform(0.0, 0.3) * (xs * math.cos(a) + ys * math.sin(a))
+    for _ in range(int(rng.integers(0, 4))):  # soft grey blobs: clutter of the background class
+        sigma = rng.uniform(0.04, 0.15) * min(h, w)
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        d2 = ((ys + 0.5) * h - cy) ** 2 + ((xs + 0.5) * w - cx) ** 2
+        grey = grey + rng.uniform(-0.3, 0.3) * np.exp(-d2 / (2 * sigma * sigma))
+    tint = _rgb(rng.uniform(0, 360), rng.uniform(0.0, 0.2), 1.0)
+    return grey[..., None] * tint
 
 
-def _soft_blob(rng: np.random.Generator, img: np.ndarray, base: int) -> None:
-    """Blend a soft-edged (Gaussian alpha) coloured blob into the background."""
-    h, w = img.shape[:2]
-    sigma = rng.uniform(0.05, 0.18) * base
-    cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-    r = int(3 * sigma) + 1
-    y0, y1 = max(int(cy) - r, 0), min(int(cy) + r + 1, h)
-    x0, x1 = max(int(cx) - r, 0), min(int(cx) + r + 1, w)
-    if y0 >= y1 or x0 >= x1:
-        return
-    dy = np.arange(y0, y1, dtype=np.float32)[:, None] + 0.5 - cy
-    dx = np.arange(x0, x1, dtype=np.float32)[None, :] + 0.5 - cx
-    alpha = rng.uniform(0.3, 0.7) * np.exp(-(dx * dx + dy * dy) / (2 * sigma * sigma))
-    colour = rng.random(3, dtype=np.float32)
-    patch = img[y0:y1, x0:x1]
-    patch += alpha[..., None] * (colour - patch)
-
-
-def _shape_mask(kind: int, rng: np.random.Generator, r: float, dy: np.ndarray, dx: np.ndarray):
-    """Boolean mask of a shape of size ``r`` centred at 0 on the offset grids ``dy, dx``."""
+def _outline_mask(
+    outline: str, rng: np.random.Generator, r: float, dy: np.ndarray, dx: np.ndarray
+) -> np.ndarray:
+    """Boolean mask of an outline of radius ``r`` centred at 0 on the offset grids."""
     th = rng.uniform(0, 2 * math.pi)
     c, s = math.cos(th), math.sin(th)
     u = dx * c + dy * s
     v = dy * c - dx * s
-    if kind == _DISK:
+    if outline == "disk":
         return dx * dx + dy * dy <= r * r
-    if kind == _RING:
-        width = rng.uniform(max(1.5, 0.12 * r), max(1.5, 0.55 * r))
-        inner = max(r - width, 2.0)
-        d2 = dx * dx + dy * dy
-        return (d2 <= r * r) & (d2 >= inner * inner)
-    if kind == _SQUARE:
-        a = 0.85 * r
-        return (np.abs(u) <= a) & (np.abs(v) <= a)
-    if kind == _TRIANGLE:
+    if outline == "ellipse":
+        q = rng.uniform(0.5, 0.85)
+        return (u / r) ** 2 + (v / (q * r)) ** 2 <= 1.0
+    if outline == "rectangle":
+        q = rng.uniform(0.55, 1.0)
+        return (np.abs(u) <= 0.85 * r) & (np.abs(v) <= 0.85 * q * r)
+    if outline == "triangle":
         m = np.ones(np.broadcast_shapes(dy.shape, dx.shape), dtype=bool)
         for k in range(3):  # three half-planes at distance inradius = r / 2
             phi = th + k * 2 * math.pi / 3
             m &= dx * math.cos(phi) + dy * math.sin(phi) <= 0.5 * r
         return m
-    if kind == _CROSS:
-        half_w = rng.uniform(max(1.0, 0.1 * r), max(1.0, 0.28 * r))
-        au, av = np.abs(u), np.abs(v)
-        return ((au <= r) & (av <= half_w)) | ((av <= r) & (au <= half_w))
-    if kind == _BAR:
-        length = r * rng.uniform(1.1, 1.7)
-        half_w = rng.uniform(0.8, max(0.8, length / 8))
-        return (np.abs(u) <= length) & (np.abs(v) <= half_w)
-    if kind == _STAR:
-        lobes = int(rng.integers(5, 8))
-        amp = rng.uniform(0.2, 0.35)
-        rho = np.sqrt(dx * dx + dy * dy)
-        ang = np.arctan2(dy, dx)
-        return rho <= r * (1 - amp + amp * np.cos(lobes * (ang - th)))
-    raise ValueError(f"unknown shape {kind}")
+    raise ValueError(f"unknown outline {outline!r}")
 
 
-def _extent(kind: int, r: float) -> float:
-    """Radius of a circle surely holding the shape."""
-    return r * {_BAR: 1.75, _SQUARE: 1.25}.get(kind, 1.0) + 2.0
-
-
-def _texture(rng: np.random.Generator, colour: np.ndarray, dy: np.ndarray, dx: np.ndarray):
-    """An object's appearance on its box: flat, gradient, stripes or speckle (any class)."""
+def _texture(rng: np.random.Generator, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    """(h, w) brightness multiplier of an object: flat, gradient, stripes or speckle."""
     kind = int(rng.integers(0, 4))
-    shape = (dy.shape[0], dx.shape[1], 3)
+    shape = (dy.shape[0], dx.shape[1])
     if kind == 0:
-        return np.broadcast_to(colour, shape)
+        return np.ones(shape, dtype=np.float32)
+    a = rng.uniform(0, 2 * math.pi)
+    t = dx * math.cos(a) + dy * math.sin(a)
     if kind == 1:
-        other = np.clip(colour + rng.uniform(-0.35, 0.35, 3).astype(np.float32), 0, 1)
-        a = rng.uniform(0, 2 * math.pi)
-        t = dx * math.cos(a) + dy * math.sin(a)
         t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
-        return colour + (other - colour) * t[..., None]
+        return 1.0 - rng.uniform(0.2, 0.4) * t
     if kind == 2:
-        a = rng.uniform(0, 2 * math.pi)
-        f = rng.uniform(0.3, 1.2)
-        g = np.sin(f * (dx * math.cos(a) + dy * math.sin(a)))
-        return colour + (rng.uniform(0.08, 0.2) * g)[..., None]
-    return colour + rng.uniform(-0.12, 0.12, shape).astype(np.float32)
+        return 1.0 - rng.uniform(0.1, 0.25) * (0.5 + 0.5 * np.sin(rng.uniform(0.6, 1.6) * t))
+    return 1.0 - rng.uniform(0.0, 0.25, shape).astype(np.float32)
 
 
-def _pick_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
-    """A uniform random colour, redrawn a few times if too close to what lies under it."""
-    colour = rng.random(3, dtype=np.float32)
-    for _ in range(4):
-        if float(np.abs(colour - under).sum()) >= 0.45:
-            break
-        colour = rng.random(3, dtype=np.float32)
-    return colour
-
-
-def _paint(rng, img, mask, kind, r, cy, cx) -> None:
+def _paint(rng, img, mask, cls: int, r: float, cy: float, cx: float) -> None:
+    """Paint one object of class ``cls`` (1..6) into ``img`` and ``mask`` (in place)."""
     h, w = mask.shape
-    e = _extent(kind, r)
+    e = r + 2.0
     y0, y1 = max(int(cy - e), 0), min(int(math.ceil(cy + e)) + 1, h)
     x0, x1 = max(int(cx - e), 0), min(int(math.ceil(cx + e)) + 1, w)
     if y0 >= y1 or x0 >= x1:
         return
     dy = np.arange(y0, y1, dtype=np.float32)[:, None] + 0.5 - cy
     dx = np.arange(x0, x1, dtype=np.float32)[None, :] + 0.5 - cx
-    m = _shape_mask(kind, rng, r, dy, dx)
+    m = _outline_mask(_OUTLINES[int(rng.integers(len(_OUTLINES)))], rng, r, dy, dx)
     if not m.any():
         return
-    under = img[min(max(int(cy), 0), h - 1), min(max(int(cx), 0), w - 1)]
-    tex = _texture(rng, _pick_colour(rng, under), dy, dx)
+    hue = SHAPES_HUES[cls - 1] + rng.uniform(-_HUE_JITTER, _HUE_JITTER)
+    colour = _rgb(hue, rng.uniform(0.5, 1.0), rng.uniform(0.45, 1.0))
+    tex = _texture(rng, dy, dx)[..., None] * colour
     img[y0:y1, x0:x1][m] = tex[m]
-    mask[y0:y1, x0:x1][m] = 0 if kind == _STAR else kind
+    mask[y0:y1, x0:x1][m] = cls
 
 
 def generate_shapes_sample(
     rng: np.random.Generator,
     size: tuple[int, int] = (128, 128),
-    max_objects: int = 8,
+    max_objects: int = 12,
     distractors: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw one sample with ``rng``.
+
+    Args:
+        rng: the sample's generator (the only source of randomness).
+        size: ``(H, W)``.
+        max_objects: keep at most this many objects (the small ones are dropped first).
+        distractors: grey blobs in the background (else a plain shaded background).
 
     Returns:
         ``(image uint8 (H, W, 3), mask uint8 (H, W))`` with mask values in ``0..6``.
     """
     h, w = int(size[0]), int(size[1])
     base = min(h, w)
-    img = _background(rng, h, w)
+    img = _background(rng, h, w) if distractors else np.full((h, w, 3), 0.5, np.float32)
     mask = np.zeros((h, w), dtype=np.uint8)
-    if distractors:
-        for _ in range(int(rng.integers(0, 3))):
-            _soft_blob(rng, img, base)
-        for _ in range(int(rng.integers(0, 3))):
-            r = rng.uniform(0.08, 0.18) * base
-            _paint(rng, img, mask, _STAR, max(r, 7.0), rng.uniform(0, h), rng.uniform(0, w))
-    r_min, r_max = max(4.0, 0.03 * base), max(6.0, 0.25 * base)
-    for _ in range(int(rng.integers(min(3, max_objects), max(1, max_objects) + 1))):
-        kind = int(rng.integers(1, len(SHAPES_CLASSES)))
-        r = math.exp(rng.uniform(math.log(r_min), math.log(r_max)))
-        if kind == _RING:
-            r = max(r, 6.0)  # leave room for a visible hole
-        # Centres may sit near the border: objects can be cut by the image frame.
+    objects: list[tuple[int, float]] = []
+    for _, (lo, hi), (n_lo, n_hi) in SIZE_BANDS:
+        for _ in range(int(rng.integers(n_lo, n_hi + 1))):
+            r = max(rng.uniform(lo, hi) * base, 2.0)
+            objects.append((int(rng.integers(1, len(SHAPES_CLASSES))), r))
+    # Large first, so small objects sit on top and are never fully hidden.
+    for cls, r in objects[: max(int(max_objects), 0)]:
         cy, cx = rng.uniform(0.05 * h, 0.95 * h), rng.uniform(0.05 * w, 0.95 * w)
-        _paint(rng, img, mask, kind, r, cy, cx)
-    # Pixel noise, then quantise: img in [0, 1] -> uint8 (in place, float32 throughout).
-    noise = rng.random((h, w, 3), dtype=np.float32)
-    amp = np.float32(rng.uniform(0.02, 0.12))
-    noise *= amp
+        _paint(rng, img, mask, cls, r, cy, cx)
+    noise = rng.normal(0.0, rng.uniform(0.015, 0.05), (h, w, 3)).astype(np.float32)
     img += noise
     img *= np.float32(255.0)
-    img -= np.float32(255.0) * amp / 2 - np.float32(0.5)
-    np.clip(img, 0.0, 255.0, out=img)
+    np.clip(img + np.float32(0.5), 0.0, 255.0, out=img)
     return img.astype(np.uint8), mask
 
 
 class ShapesSegmentation(SegmentationDataset):
-    """The synthetic ``shapes`` set: 7 classes that differ by shape only (see module doc).
+    """The synthetic ``shapes`` set: background + 6 colour classes (see the module doc).
 
     Args:
         root: unused (no files); accepted so every dataset builds the same way.
@@ -267,8 +230,11 @@ class ShapesSegmentation(SegmentationDataset):
         size: ``(H, W)`` of every image, default ``(128, 128)``.
         length: number of samples (default 512 for train, 64 for val / test).
         seed: base seed; sample ``i`` is a pure function of ``(seed, split, i)``.
-        max_objects: at most this many objects per image (at least 3 unless smaller).
-        distractors: add background blobs and star-shaped distractors.
+        max_objects: at most this many objects per image (default 12, all of them).
+        distractors: grey blobs and shading in the background.
+
+    Raises:
+        ValueError: an unknown split, a size under 16x16, a negative length or seed.
     """
 
     def __init__(
@@ -279,7 +245,7 @@ class ShapesSegmentation(SegmentationDataset):
         size: tuple[int, int] | int = (128, 128),
         length: int | None = None,
         seed: int = 0,
-        max_objects: int = 8,
+        max_objects: int = 12,
         distractors: bool = True,
     ) -> None:
         if split not in SPLIT_CODES:

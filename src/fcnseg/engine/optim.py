@@ -11,11 +11,17 @@ stepped once per step, as torchvision's ``references/segmentation/train.py`` doe
 poly schedule): ``fixed`` (the reference's ``lr_policy: "fixed"``), ``poly``
 ``(1 - t) ** power`` and ``cosine`` ``(1 + cos(pi t)) / 2``, where ``t`` runs from 0 to 1 over
 the steps after the linear warm-up.
+
+A run bounded by time as well as steps (``train.max_minutes``) passes the fraction of its time
+budget already spent as ``time_fraction``: ``t`` is then the larger of the step and the time
+fractions, so a run that a slow or busy CPU stops on the clock still ends with a decayed rate
+(a finished schedule) instead of being cut at a high one.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -80,20 +86,30 @@ def lr_factor(
     total_steps: int,
     warmup_steps: int = 0,
     power: float = 0.9,
+    time_fraction: float = 0.0,
 ) -> float:
     """The learning-rate multiplier for optimiser step ``step`` (0-based).
 
     Warm-up: ``(step + 1) / (warmup_steps + 1)`` for ``step < warmup_steps`` (linear, never
-    0), times the schedule's value at ``t = 0``. After it, ``t = (step - warmup_steps) /
-    (total_steps - warmup_steps)`` clipped to [0, 1]: ``fixed`` 1, ``poly`` ``(1 - t) **
-    power``, ``cosine`` ``(1 + cos(pi t)) / 2``.
+    0), times the schedule's value at ``t = time_fraction`` (0 without a time budget). After
+    it, ``t = max((step - warmup_steps) / (total_steps - warmup_steps), time_fraction)``
+    clipped to [0, 1]: ``fixed`` 1, ``poly`` ``(1 - t) ** power``, ``cosine``
+    ``(1 + cos(pi t)) / 2``. ``time_fraction`` is the share of a time budget already used.
+
+    Raises:
+        ValueError: an unknown schedule.
     """
+    time_fraction = min(max(float(time_fraction), 0.0), 1.0)
     if step < warmup_steps:
-        return (step + 1) / (warmup_steps + 1)
+        return (step + 1) / (warmup_steps + 1) * _schedule_value(schedule, time_fraction, power)
+    span = max(total_steps - warmup_steps, 1)
+    t = min(max((step - warmup_steps) / span, time_fraction, 0.0), 1.0)
+    return _schedule_value(schedule, t, power)
+
+
+def _schedule_value(schedule: str, t: float, power: float) -> float:
     if schedule == "fixed":
         return 1.0
-    span = max(total_steps - warmup_steps, 1)
-    t = min(max((step - warmup_steps) / span, 0.0), 1.0)
     if schedule == "poly":
         return (1.0 - t) ** power
     if schedule == "cosine":
@@ -102,15 +118,26 @@ def lr_factor(
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, train_cfg, total_steps: int
+    optimizer: torch.optim.Optimizer,
+    train_cfg,
+    total_steps: int,
+    time_fraction: Callable[[], float] | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step ``LambdaLR`` applying :func:`lr_factor` to every group's own base rate
-    (so biases keep their ``bias_lr_mult``). Call ``.step()`` after each optimiser step."""
+    (so biases keep their ``bias_lr_mult``). Call ``.step()`` after each optimiser step.
+
+    ``time_fraction``, when given, is called at every ``.step()`` for the share of the run's
+    time budget already spent (see the module docstring)."""
     lr_factor(0, train_cfg.schedule, total_steps)  # unknown schedule -> ValueError now
 
     def factor(step: int) -> float:
         return lr_factor(
-            step, train_cfg.schedule, total_steps, train_cfg.warmup_steps, train_cfg.poly_power
+            step,
+            train_cfg.schedule,
+            total_steps,
+            train_cfg.warmup_steps,
+            train_cfg.poly_power,
+            time_fraction() if time_fraction is not None else 0.0,
         )
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -67,7 +67,6 @@ from fcnseg.data import build_dataset, build_transforms, pad_collate
 from fcnseg.engine.checkpoint import read_checkpoint, save_model
 from fcnseg.engine.distributed import (
     all_reduce_sum,
-    any_rank,
     barrier,
     broadcast_buffers,
     convert_sync_batchnorm,
@@ -91,6 +90,7 @@ __all__ = [
     "seed_everything",
     "train",
     "train_staged",
+    "write_curves",
 ]
 
 EVAL_KEYS = ("pixel_acc", "mean_acc", "mean_iou", "fw_iou", "boundary_iou")
@@ -266,7 +266,8 @@ class Trainer:
             step's logging, evaluation and checkpoint).
 
     After :meth:`fit`, ``trainer.model`` holds the final weights; ``<out>`` holds
-    ``config.yaml``, ``last.pt``, ``best.pt``, ``metrics.jsonl``, ``metrics.csv`` and ``tb/``.
+    ``config.yaml``, ``last.pt``, ``best.pt``, ``metrics.jsonl``, ``metrics.csv``, ``tb/``
+    and ``curves.png`` (loss and val metrics against step; needs matplotlib).
     """
 
     def __init__(
@@ -388,7 +389,11 @@ class Trainer:
             seed=t.seed,
         ).to(self.device, dtype=self.dtype)
         self.optimizer = build_optimizer(self.model, t)
-        self.scheduler = build_scheduler(self.optimizer, t, self.total_steps)
+        # max_minutes bounds the schedule too: its position is max(step, time) progress
+        self._time_fraction = 0.0
+        self.scheduler = build_scheduler(
+            self.optimizer, t, self.total_steps, time_fraction=lambda: self._time_fraction
+        )
         self.amp_dtype = None
         if t.amp:
             if self.device.type == "cuda":
@@ -539,13 +544,23 @@ class Trainer:
             return f"max_steps={t.max_steps} reached"
         if self.epoch >= t.epochs:
             return f"epochs={t.epochs} done"
-        if t.max_minutes is not None:
-            late = (time.perf_counter() - start) / 60 >= t.max_minutes
-            if self.world_size > 1:  # clocks differ: stop every rank at the same step
-                late = any_rank(late, self.device)
-            if late:
-                return f"max_minutes={t.max_minutes} reached"
+        # the clock is read once per step (_budget_fraction, the same on every rank), so the
+        # step that stops the run is the one whose schedule position reached the end
+        if t.max_minutes is not None and self._time_fraction >= 1.0:
+            return f"max_minutes={t.max_minutes:.3g} reached"
         return ""
+
+    def _budget_fraction(self, start: float) -> float:
+        """Share of ``train.max_minutes`` spent since ``start`` (0 without a time budget); the
+        mean over ranks under DDP, so every rank sets the same learning rate."""
+        minutes = self.cfg.train.max_minutes
+        if not minutes:
+            return 0.0
+        spent = (time.perf_counter() - start) / (60.0 * minutes)
+        if self.world_size > 1:
+            t = torch.tensor([spent], dtype=torch.float64, device=self.device)
+            spent = float(all_reduce_sum(t)) / self.world_size
+        return spent
 
     def run_eval(self) -> dict:
         """Score the current model on the val split; log it; save ``best.pt`` on a new best.
@@ -643,6 +658,7 @@ class Trainer:
                     self.scaler.update()
                     self.optimizer.zero_grad(set_to_none=True)
                     lr = self.optimizer.param_groups[0]["lr"]
+                    self._time_fraction = self._budget_fraction(start)
                     self.scheduler.step()
                     self.step += 1
                     window_loss += step_loss
@@ -650,7 +666,18 @@ class Trainer:
                     window_images += step_images
                     micro, step_loss, step_images = 0, 0.0, 0
                     bar.update(1)
-                    if self.step % t.log_every == 0 or self.step == self.total_steps:
+                    end_of_epoch = self.epoch_batches >= self.batches_per_epoch
+                    step_epoch = self.epoch
+                    if end_of_epoch:
+                        self.epoch += 1
+                        self.epoch_batches = 0
+                    self.stop_reason = self._out_of_budget(start)
+                    # log every log_every steps and the last (partial) window of the run
+                    if (
+                        self.step % t.log_every == 0
+                        or self.step == self.total_steps
+                        or self.stop_reason
+                    ):
                         dt = max(time.perf_counter() - window_t, 1e-9)
                         record = {
                             "loss": window_loss / window_steps,
@@ -662,15 +689,10 @@ class Trainer:
                             img_s=f"{record['images_per_s']:.1f}",
                         )  # fmt: skip
                         self.log.write(
-                            "train", self.step, epoch=self.epoch, time_s=self._elapsed(), **record
+                            "train", self.step, epoch=step_epoch, time_s=self._elapsed(), **record
                         )
                         window_loss, window_steps, window_images = 0.0, 0, 0
                         window_t = time.perf_counter()
-                    end_of_epoch = self.epoch_batches >= self.batches_per_epoch
-                    if end_of_epoch:
-                        self.epoch += 1
-                        self.epoch_batches = 0
-                    self.stop_reason = self._out_of_budget(start)
                     if every_eval and self.step % every_eval == 0 and not self.stop_reason:
                         self.run_eval()
                         evaluated_at = self.step
@@ -692,6 +714,8 @@ class Trainer:
             self.log.close()
         if self.main and not (self.out / "best.pt").exists():
             self.save_checkpoint("best.pt")  # every eval was NaN: keep the final weights
+        if self.main:
+            write_curves(self.out, self.out)
         barrier()  # every rank returns once rank 0's files are written (the next stage reads them)
         return {
             "step": self.step,
@@ -738,7 +762,8 @@ def train_staged(
 
     Runs :func:`~fcnseg.config.stage_configs` in order, each stage writing to
     ``<out>/<stage name>`` and initialised (``model.init_from``) from the previous stage's
-    ``best.pt`` through :func:`~fcnseg.models.transfer_weights`. With ``resume``, finished
+    ``best.pt`` through :func:`~fcnseg.models.transfer_weights`; ``<out>/curves.png`` then
+    shows the stages' learning curves one after the other. With ``resume``, finished
     stages (``last.pt`` at their step budget) are skipped and the interrupted one resumes.
     A recipe without stages is trained as one stage named ``main``.
     """
@@ -753,7 +778,28 @@ def train_staged(
             stage_cfg, resume=stage_resume, progress=progress, callbacks=callbacks
         ).fit()
         summaries[name] = summary
+    if is_main_process() and cfg.stages:  # the stages one after the other, in one picture
+        runs = {name: Path(stage_cfg.out) for name, stage_cfg in stage_configs(cfg)}
+        write_curves({k: v for k, v in runs.items() if (v / "metrics.jsonl").is_file()}, cfg.out)
     return {**summary, "stages": summaries}
+
+
+def write_curves(runs: dict[str, Path] | Path, out_dir: str | Path) -> Path | None:
+    """``<out_dir>/curves.png``: loss and val metrics against step (:mod:`fcnseg.plots`).
+
+    ``runs`` is one run folder, or ``{stage name: folder}`` drawn one after the other. The
+    picture is a by-product: without matplotlib (the ``plots`` extra) it is skipped with a
+    warning and training is unaffected. Returns the path written, or ``None``.
+    """
+    from fcnseg.plots import MatplotlibMissing, learning_curves
+
+    try:
+        return learning_curves(runs, Path(out_dir) / "curves.png", chain=isinstance(runs, dict))
+    except MatplotlibMissing as e:
+        warnings.warn(f"{e}; {out_dir}/curves.png not written", stacklevel=2)
+    except (OSError, ValueError) as e:  # a full disk or an empty log must not fail the run
+        warnings.warn(f"{out_dir}/curves.png not written: {e}", stacklevel=2)
+    return None
 
 
 def _stage_finished(cfg: Config) -> bool:
