@@ -154,3 +154,23 @@ def test_a_missing_optional_package_names_the_extra(tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "needs the optional package 'onnx': pip install 'fcnseg[export]'" in err
+
+
+def test_every_command_parses_without_the_optional_packages(monkeypatch, capsys):
+    import sys
+
+    from fcnseg.cli import COMMANDS, build_parser
+
+    for name in ("fastapi", "uvicorn", "multipart", "matplotlib", "onnx", "onnxruntime", "timm"):
+        monkeypatch.setitem(sys.modules, name, None)  # as on a plain `pip install fcnseg`
+    for name in [k for k in sys.modules if k.startswith(("fcnseg.serve", "fcnseg.cli."))]:
+        monkeypatch.delitem(sys.modules, name)  # imported afresh, without the extras
+    parser = build_parser()
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as done:
+            parser.parse_args([command, "--help"])
+        assert done.value.code == 0, command
+    ckpt_missing = ["serve", "--checkpoint", "nowhere.pt"]
+    assert main(ckpt_missing) == 2  # a one-line error, whichever comes first
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("fcnseg serve: error: ")

@@ -5,10 +5,26 @@ uvicorn (what ``fcnseg serve`` calls). Needs the ``serve`` extra (fastapi, uvico
 python-multipart).
 """
 
-from fcnseg.serve.app import FORMATS, ApiError, create_app
-from fcnseg.serve.batching import MicroBatcher, QueueFull
-from fcnseg.serve.server import serve
-from fcnseg.serve.settings import ServeSettings
+import importlib
+
+# name -> module: imported on first use (PEP 562), so ``fcnseg.serve.settings`` (read by the
+# command line's argument parser) works without the ``serve`` extra installed
+_EXPORTS = {
+    "FORMATS": "app",
+    "ApiError": "app",
+    "create_app": "app",
+    "MicroBatcher": "batching",
+    "QueueFull": "batching",
+    "serve": "server",
+    "ServeSettings": "settings",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'fcnseg.serve' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"fcnseg.serve.{_EXPORTS[name]}"), name)
+
 
 __all__ = [
     "FORMATS",
