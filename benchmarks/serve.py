@@ -253,7 +253,7 @@ def screenshot(base: str, image: bytes, path: Path) -> None:
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"],
         )  # fmt: skip
-        page = browser.new_page(viewport={"width": 1100, "height": 560})
+        page = browser.new_page(viewport={"width": 1100, "height": 780})
         page.goto(base + "/")
         page.set_input_files("#file", str(photo))
         page.wait_for_selector("body[data-state=done]", timeout=60_000)
