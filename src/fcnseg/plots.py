@@ -186,12 +186,7 @@ def learning_curves(
             ax.legend(fontsize=8, loc="best")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def iou_bar_chart(
@@ -239,6 +234,11 @@ def iou_bar_chart(
     _axes_style(ax)
     if title:
         ax.set_title(title)
+    return _save(plt, fig, out)
+
+
+def _save(plt, fig, out: str | Path) -> Path:
+    """Lay out, write ``out`` (creating its folder) and free the figure."""
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
