@@ -108,7 +108,7 @@ class TrainConfig:
     warmup_steps: int = 0
     poly_power: float = 0.9
     loss_reduction: Literal["mean", "sum"] = "mean"  # "sum" = Caffe's normalize: false
-    class_weights: list[float] | Literal["median_freq"] | None = None
+    class_weights: list[float] | Literal["median_freq", "sqrt_median_freq"] | None = None
     bias_lr_mult: float = 2.0
     bias_decay: bool = False
     grad_accum: int = 1

@@ -47,3 +47,14 @@ def test_median_frequency_weights():
     assert max(w) > 1.0 and min(w) >= 0.0  # rarer classes weighted up
     loss = build_loss("mean", "median_freq", num_classes=ds.num_classes, dataset=ds)
     assert loss.weight.tolist() == pytest.approx(w)
+
+
+def test_sqrt_median_frequency_is_the_square_root_of_the_full_balance():
+    ds = build_dataset("shapes", split="train", size=(48, 48), length=6)
+    full = median_frequency_weights(ds, ds.num_classes)
+    soft = build_loss("mean", "sqrt_median_freq", num_classes=ds.num_classes, dataset=ds).weight
+    assert soft.tolist() == pytest.approx([w**0.5 for w in full])
+    # softer: every weight moves toward 1, the order of the classes stays
+    assert all(abs(s - 1) <= abs(w - 1) for s, w in zip(soft.tolist(), full))
+    with pytest.raises(ValueError, match="sqrt_median_freq"):
+        build_loss("mean", "median", num_classes=ds.num_classes, dataset=ds)

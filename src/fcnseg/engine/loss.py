@@ -72,12 +72,17 @@ class SegmentationLoss(nn.Module):
         return f"reduction={self.reduction!r}, ignore_index={self.ignore_index}"
 
 
+# recipe name -> the power applied to the median-frequency weights
+FREQUENCY_WEIGHTINGS = {"median_freq": 1.0, "sqrt_median_freq": 0.5}
+
+
 def median_frequency_weights(
     dataset,
     num_classes: int,
     ignore_index: int = 255,
     max_samples: int = 500,
     seed: int = 0,
+    power: float = 1.0,
 ) -> list[float]:
     """Median frequency balancing (Eigen & Fergus 2015, as SegNet uses it for CamVid).
 
@@ -85,7 +90,8 @@ def median_frequency_weights(
     ``w(c) = median(freq) / freq(c)``, counted over the masks of ``dataset`` (``dataset[i]``
     returns ``(image, mask)``), or over ``max_samples`` of them drawn with ``seed`` when it is
     larger. A class never seen gets weight 0 (it cannot occur in the loss anyway). Nothing is
-    cached on disk.
+    cached on disk. ``power`` softens the balance: ``w(c) ** power`` (0.5 for the recipe key
+    ``sqrt_median_freq``: rare classes still count more, without being painted over common ones).
 
     Returns:
         ``num_classes`` floats.
@@ -113,7 +119,7 @@ def median_frequency_weights(
     freq[seen] = pixels[seen] / present_in[seen]
     median = float(np.median(freq[seen]))
     weights = np.zeros(num_classes)
-    weights[seen] = median / freq[seen]
+    weights[seen] = (median / freq[seen]) ** power
     return [float(w) for w in weights]
 
 
@@ -131,8 +137,9 @@ def build_loss(
 
     Args:
         reduction: ``"mean"`` or ``"sum"``.
-        class_weights: ``None``, a list of C weights, or ``"median_freq"`` (computed from
-            ``dataset``'s masks, see :func:`median_frequency_weights`).
+        class_weights: ``None``, a list of C weights, ``"median_freq"`` or its square root
+            ``"sqrt_median_freq"`` (computed from ``dataset``'s masks, see
+            :func:`median_frequency_weights`).
         num_classes: C, to check a weight list against (and required for ``median_freq``).
         dataset: the training set (only for ``median_freq``).
 
@@ -142,13 +149,15 @@ def build_loss(
     """
     weight = None
     if isinstance(class_weights, str):
-        if class_weights != "median_freq":
+        if class_weights not in FREQUENCY_WEIGHTINGS:
             raise ValueError(
-                f"class_weights: expected a list or 'median_freq', got {class_weights!r}"
+                f"class_weights: expected a list or one of {sorted(FREQUENCY_WEIGHTINGS)}, "
+                f"got {class_weights!r}"
             )
         if dataset is None or num_classes is None:
-            raise ValueError("class_weights 'median_freq' needs the training dataset")
-        weight = median_frequency_weights(dataset, num_classes, ignore_index, seed=seed)
+            raise ValueError(f"class_weights {class_weights!r} needs the training dataset")
+        power = FREQUENCY_WEIGHTINGS[class_weights]
+        weight = median_frequency_weights(dataset, num_classes, ignore_index, seed=seed, power=power)
     elif class_weights is not None:
         weight = [float(w) for w in class_weights]
         if num_classes is not None and len(weight) != num_classes:

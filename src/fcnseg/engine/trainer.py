@@ -384,7 +384,7 @@ class Trainer:
             t.loss_reduction,
             t.class_weights,
             num_classes=m.num_classes,
-            dataset=raw_train if t.class_weights == "median_freq" else None,
+            dataset=raw_train if isinstance(t.class_weights, str) else None,
             ignore_index=self.train_set.ignore_index,
             seed=t.seed,
         ).to(self.device, dtype=self.dtype)

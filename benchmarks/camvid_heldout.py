@@ -1,0 +1,137 @@
+"""One CamVid recipe variant, judged on data it did not tune on (issue 14).
+
+CamVid's val (101 images) is sequence 0016E5, which also gives train 204 of its 367 images, so
+val flatters a recipe. This script trains the variant on train **minus sequence 0001TP** (the
+dusk sequence, 62 images; the held-out test split is 0001TP and Seq05VD) and scores its
+checkpoint on val (model selection) and on those 62 held-out images (the estimate), with the
+same commands a user runs:
+
+    fcnseg train --config FILE --set data.options={exclude_sequences: [0001TP]} --set out=OUT ...
+    fcnseg eval --checkpoint OUT/best.pt --split val --out OUT/val
+    fcnseg eval --checkpoint OUT/best.pt --split train --data-option sequences=[0001TP] \
+        --out OUT/heldout
+
+Run (one at a time: a budget in minutes needs the cores to itself):
+
+    python -m benchmarks.camvid_heldout NAME --config configs/camvid_fcn8s_resnet18.yaml \
+        --minutes 10 --set train.class_weights=null --set model.context=global
+
+It appends one JSON line per variant to ``runs/camvid_heldout/results.jsonl`` and prints the
+row; ``--table`` prints the markdown tables of every line there (for benchmarks/camvid.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HELD_OUT = "0001TP"
+ROOT = Path("runs/camvid_heldout")
+CLASSES = [
+    "Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
+    "Pedestrian", "Bicyclist",
+]  # fmt: skip
+
+
+def _fcnseg(*args: str) -> None:
+    cmd = [sys.executable, "-m", "fcnseg", *args]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def _isa() -> str:
+    import os
+
+    if os.environ.get("ATEN_CPU_CAPABILITY") == "avx2":
+        return "AVX2 setting"
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return "AVX-512" if "avx512f" in flags else "AVX2"
+
+
+def run_variant(name: str, config: str, minutes: float, sets: list[str], data_root: str) -> dict:
+    out = ROOT / name
+    started = time.time()
+    train_args = ["train", "--config", config, "--set", f"data.root={data_root}"]
+    train_args += ["--set", f"data.options={{exclude_sequences: [{HELD_OUT}]}}"]
+    train_args += ["--set", f"train.max_minutes={minutes}", "--set", f"out={out}"]
+    for s in sets:
+        train_args += ["--set", s]
+    _fcnseg(*train_args, "--no-progress")
+    trained_s = time.time() - started
+    scores = {}
+    for label, extra in (
+        ("val", ["--split", "val"]),
+        ("heldout", ["--split", "train", "--data-option", f"sequences=[{HELD_OUT}]"]),
+    ):
+        _fcnseg(
+            "eval", "--checkpoint", str(out / "best.pt"), "--root", data_root, *extra,
+            "--out", str(out / label), "--no-progress",
+        )  # fmt: skip
+        scores[label] = json.loads((out / label / "metrics.json").read_text())
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = max((h.get("step", 0) for h in history), default=0)
+    row = {
+        "name": name, "config": config, "minutes": minutes, "sets": sets, "steps": steps,
+        "wall_s": round(trained_s), "cpu": platform.processor() or platform.machine(),
+        "isa": _isa(), "val": scores["val"], "heldout": scores["heldout"],
+    }  # fmt: skip
+    ROOT.mkdir(parents=True, exist_ok=True)
+    with open(ROOT / "results.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    return row
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| variant | --set | steps | val mIoU | held-out mIoU | held-out pixel acc "
+        "| held-out min class |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        iu = r["heldout"]["iou"]
+        worst = min(range(len(iu)), key=lambda c: iu[c] if iu[c] is not None else 1.0)
+        lines.append(
+            f"| {r['name']} | {' '.join(r['sets']) or '(recipe)'} | {r['steps']} "
+            f"| {_pct(r['val']['mean_iou'])} | **{_pct(r['heldout']['mean_iou'])}** "
+            f"| {_pct(r['heldout']['pixel_acc'])} "
+            f"| {CLASSES[worst] if len(iu) == len(CLASSES) else worst} {_pct(iu[worst])} |"
+        )
+    lines += ["", "| held-out IU per class | " + " | ".join(r["name"] for r in rows) + " |"]
+    lines.append("|---|" + "---|" * len(rows))
+    for c, cls in enumerate(CLASSES):
+        cells = " | ".join(_pct(r["heldout"]["iou"][c]) for r in rows)
+        lines.append(f"| {cls} | {cells} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("name", nargs="?", help="the variant's name (its run folder)")
+    p.add_argument("--config", default="configs/camvid_fcn8s_resnet18.yaml")
+    p.add_argument("--minutes", type=float, default=20.0, help="train.max_minutes")
+    p.add_argument("--set", action="append", default=[], help="recipe overrides KEY=VALUE")
+    p.add_argument("--root", default="../shared/data/camvid", help="CamVid folder")
+    p.add_argument("--table", action="store_true", help="print the tables of results.jsonl")
+    a = p.parse_args(argv)
+    if a.table:
+        rows = [json.loads(x) for x in (ROOT / "results.jsonl").read_text().splitlines()]
+        print(table(rows))
+        return 0
+    if not a.name:
+        p.error("a variant name is needed (or --table)")
+    row = run_variant(a.name, a.config, a.minutes, a.set, a.root)
+    print(table([row]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
