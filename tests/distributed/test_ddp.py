@@ -22,9 +22,9 @@ mean, a gradient not averaged) moves the weights by more than 1e-5.
 from __future__ import annotations
 
 import json
-import shutil
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys

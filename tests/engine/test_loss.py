@@ -55,6 +55,6 @@ def test_sqrt_median_frequency_is_the_square_root_of_the_full_balance():
     soft = build_loss("mean", "sqrt_median_freq", num_classes=ds.num_classes, dataset=ds).weight
     assert soft.tolist() == pytest.approx([w**0.5 for w in full])
     # softer: every weight moves toward 1, the order of the classes stays
-    assert all(abs(s - 1) <= abs(w - 1) for s, w in zip(soft.tolist(), full))
+    assert all(abs(s - 1) <= abs(w - 1) for s, w in zip(soft.tolist(), full, strict=True))
     with pytest.raises(ValueError, match="sqrt_median_freq"):
         build_loss("mean", "median", num_classes=ds.num_classes, dataset=ds)

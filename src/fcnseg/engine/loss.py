@@ -157,7 +157,9 @@ def build_loss(
         if dataset is None or num_classes is None:
             raise ValueError(f"class_weights {class_weights!r} needs the training dataset")
         power = FREQUENCY_WEIGHTINGS[class_weights]
-        weight = median_frequency_weights(dataset, num_classes, ignore_index, seed=seed, power=power)
+        weight = median_frequency_weights(
+            dataset, num_classes, ignore_index, seed=seed, power=power
+        )
     elif class_weights is not None:
         weight = [float(w) for w in class_weights]
         if num_classes is not None and len(weight) != num_classes:
