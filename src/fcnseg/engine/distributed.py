@@ -44,6 +44,7 @@ __all__ = [
     "is_main_process",
     "launch",
     "launched_by_torchrun",
+    "mean_over_ranks",
     "shard_indices",
 ]
 
@@ -151,6 +152,16 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if is_dist():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def mean_over_ranks(value: float, device: torch.device | str = "cpu") -> float:
+    """The mean of ``value`` over the ranks (``value`` itself outside a process group): a
+    number every rank then holds identically (the loss logged, the share of a time budget)."""
+    world_size = get_world_size()
+    if world_size == 1:
+        return float(value)
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    return float(all_reduce_sum(t)) / world_size
 
 
 def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:

@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SegmentationLoss", "build_loss", "median_frequency_weights"]
+from fcnseg.engine.distributed import all_reduce_sum
+
+__all__ = ["SegmentationLoss", "build_loss", "global_batch_loss", "median_frequency_weights"]
 
 
 class SegmentationLoss(nn.Module):
@@ -165,3 +167,30 @@ def build_loss(
         if num_classes is not None and len(weight) != num_classes:
             raise ValueError(f"class_weights has {len(weight)} values for {num_classes} classes")
     return SegmentationLoss(reduction, weight, ignore_index)
+
+
+def global_batch_loss(
+    criterion: nn.Module, logits: torch.Tensor, masks: torch.Tensor, world_size: int
+) -> torch.Tensor:
+    """This rank's share of the loss of the global batch under data parallelism: the loss
+    whose gradient, averaged over ``world_size`` ranks as DDP does, is the gradient of the
+    single-process loss of the whole batch (``criterion`` itself for one process).
+
+    ``"mean"`` divides the sum of this rank's (weighted) pixel losses by the all-reduced
+    global count of valid pixels, times ``world_size``: averaging per-rank means would weight
+    pixels unequally when ranks hold different numbers of ignore pixels. ``"sum"`` is already
+    exact (divided by the local images, equal on every rank).
+    """
+    if world_size == 1 or not isinstance(criterion, SegmentationLoss):
+        return criterion(logits, masks)
+    if criterion.reduction == "sum":
+        return criterion(logits, masks)
+    total = F.cross_entropy(
+        logits.float(), masks, weight=criterion.weight, ignore_index=criterion.ignore_index,
+        reduction="sum",
+    )  # fmt: skip
+    valid = masks != criterion.ignore_index
+    weight = criterion.weight
+    count = valid.sum() if weight is None else weight[masks[valid]].sum()
+    count = all_reduce_sum(count.to(torch.float64).reshape(1))
+    return total * (world_size / count).to(total.dtype).squeeze(0)
