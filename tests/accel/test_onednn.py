@@ -158,10 +158,22 @@ def test_to_onednn_leaves_a_training_model_in_training_mode():
     assert all(not m.training for m in fast.modules())
 
 
-def test_the_inference_copy_is_reused_until_the_weights_change():
+def test_one_inference_copy_per_loop_and_a_new_one_follows_the_weights(monkeypatch):
+    from fcnseg.accel import onednn
+    from fcnseg.serve.model_runner import ModelRunner
+
     model = _informative(fcnseg.build_model("fcn8s", backbone="resnet18", num_classes=3))
+    built = []
+    real = onednn.to_onednn
+    monkeypatch.setattr(onednn, "to_onednn", lambda m, **kw: built.append(m) or real(m, **kw))
+    images = [torch.randint(0, 256, (3, 40, 56), dtype=torch.uint8) for _ in range(3)]
+    fcnseg.predict(model, images, device="cpu")  # predict over many images: built once
+    assert len(built) == 1
+    runner = ModelRunner(model, "cpu")
+    for image in images:  # served request by request: built once, with the runner
+        runner([image])
+    assert len(built) == 2
     first = for_inference(model, "cpu")
-    assert for_inference(model, "cpu") is first  # predict image by image: built once
     with torch.no_grad():
         model.score_fr.bias.add_(1.0)  # as an optimiser step would
     second = for_inference(model, "cpu")

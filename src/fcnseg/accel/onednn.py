@@ -32,7 +32,6 @@ import ctypes
 import itertools
 import mmap
 import sys
-import weakref
 
 import torch
 from torch import nn
@@ -294,34 +293,18 @@ def for_inference(
     """What ``predict`` and ``evaluate`` run: ``to_onednn(model, stream_weights)`` on a CPU
     where it applies (oneDNN in this build, float32 weights), else ``model`` itself.
 
-    The copy is kept (weakly, with the model) and reused while the model's tensors are the same
-    and unmodified (same storage, same version counters), so calling ``predict`` image by image
-    does not rebuild it (for small backbones that costs more than a forward); after an optimiser
-    step, a ``load_state_dict`` or a ``.to()`` it is rebuilt and reflects the current weights.
+    Every call builds a new copy from the model's current weights; nothing is cached. The
+    copy is held by whoever runs the loop over many images, for as long as the loop runs:
+    one ``predict`` / ``iter_predict`` call builds one for all its images, one ``evaluate``
+    call one for the whole dataset, and the server's
+    :class:`~fcnseg.serve.model_runner.ModelRunner` one for its lifetime (its model does not
+    change). A caller that labels images one call at a time can hold the copy itself and
+    pass it with ``fast=False``. The copy shares the weights it uses as they are, but
+    folded BatchNorm and packed 3x3 weights are copies, so after an optimiser step, a
+    ``load_state_dict`` or a ``.to()`` a new call is what reflects the current weights.
     """
     if torch.device(device).type != "cpu" or not available():
         return model
     if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in model.parameters()):
         return model
-    key = _fingerprint(model, stream_weights)
-    cached = _COPIES.get(model)
-    if key is not None and cached is not None and cached[0] == key:
-        return cached[1]
-    fast = to_onednn(model, stream_weights=stream_weights)
-    if key is not None:
-        _COPIES[model] = (key, fast)
-    return fast
-
-
-# model -> (fingerprint of its tensors, its oneDNN copy); entries go with their model
-_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _fingerprint(model: nn.Module, stream_weights: bool) -> tuple | None:
-    """Identity and version of every tensor of ``model`` (None where versions are not tracked:
-    tensors made under ``torch.inference_mode``)."""
-    try:
-        tensors = itertools.chain(model.parameters(), model.buffers())
-        return (stream_weights, *((t.data_ptr(), t._version, t.shape) for t in tensors))
-    except RuntimeError:
-        return None
+    return to_onednn(model, stream_weights=stream_weights)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from fcnseg.accel.onednn import for_inference
 from fcnseg.inference import iter_predict, model_palette, resolve_device
 
 __all__ = ["ModelRunner"]
@@ -16,8 +17,8 @@ class ModelRunner:
     """Holds one model and labels batches of same-size images with it.
 
     Labelling goes through :func:`fcnseg.inference.iter_predict`, the package's fast path (its
-    normalisation, and the oneDNN kernels on the CPU), so a served mask equals what
-    ``fcnseg.predict`` gives for the same image.
+    normalisation, and the oneDNN kernels on the CPU, whose copy of the model it builds once
+    and keeps), so a served mask equals what ``fcnseg.predict`` gives for the same image.
 
     Args:
         model: an fcnseg model (``load_model`` result).
@@ -38,11 +39,18 @@ class ModelRunner:
         self.class_names = [str(n) for n in (names or range(self.num_classes))]
         self.palette = [tuple(int(v) for v in c) for c in model_palette(model)][: self.num_classes]
         self.config = config
+        # the oneDNN copy (CPU), built once: the served weights never change, and rebuilding
+        # it per request would cost more than a small model's forward
+        self.net = for_inference(self.model, self.device)
 
     def __call__(self, images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """``uint8 (3, H, W)`` images, all one size -> int64 ``(H, W)`` label maps, in order."""
         out: list[torch.Tensor | None] = [None] * len(images)
-        for p in iter_predict(self.model, list(images), batch_size=len(images), device=self.device):
+        batch = list(images)
+        # fast=False: self.net already is the fast model
+        for p in iter_predict(
+            self.net, batch, batch_size=len(batch), device=self.device, fast=False
+        ):
             out[p.index] = p.labels
         return out  # type: ignore[return-value]
 
