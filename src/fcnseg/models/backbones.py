@@ -1,8 +1,9 @@
 """Backbones: torchvision classifiers tapped at strides 8, 16 and 32.
 
-Each backbone declares its taps (stride -> channels, and where its pixels sit in the input,
-see `upsampling.Grid`), so the FCN heads never hard-code layer names (timm's `feature_info`
-idea). The networks themselves are torchvision's own definitions, tapped with torchvision's
+Each backbone declares its taps (stride -> layer and channels), so the FCN heads never
+hard-code layer names (timm's `feature_info` idea); where each tap's pixels sit in the input
+(`upsampling.Grid`) is traced through the network (`grid_trace.py`; timm models: a flip probe).
+The networks themselves are torchvision's own definitions, tapped with torchvision's
 `IntermediateLayerGetter`, so torchvision state dicts and weight enums load unchanged.
 """
 
@@ -20,6 +21,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 
 from fcnseg.io.files import load_state_dict_file
 from fcnseg.models.convolutionalize import fc_as_convs
+from fcnseg.models.grid_trace import trace_grids
 from fcnseg.models.upsampling import Grid
 
 
@@ -78,16 +80,7 @@ class VGGBackbone(Backbone):
         self.relu = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(0.5)
 
-        # Pixel i of a stride-s pool map covers inputs [s*i, s*i + s - 1]: centre s*i + (s-1)/2.
-        # conv1_1's 100-pixel padding shifts everything by -99 (its output i is centred at i - 99),
-        # and the unpadded 7x7 fc6 moves the stride-32 centre by +3 pixels of pool5 (+96).
-        shift = -99.0 if pad100 else 0.0
-        fc6_shift = 3 * 32 if pad100 else 0
-        self.taps = {
-            8: Tap("pool3", 256, Grid(8, 3.5 + shift)),
-            16: Tap("pool4", 512, Grid(16, 7.5 + shift)),
-            32: Tap("fc7", 4096, Grid(32, 15.5 + shift + fc6_shift)),
-        }
+        self.taps = traced_taps(self, {8: ("pool3", 256), 16: ("pool4", 512), 32: ("fc7", 4096)})
 
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         out = {int(k): v for k, v in self.features(x).items()}
@@ -113,9 +106,7 @@ class AlexNetBackbone(Backbone):
         self.fc6, self.fc7, _ = fc_as_convs(alexnet)
         self.relu = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(0.5)
-        # conv1 (11x11, stride 4, pad 2) centres pixel i at 4i+3; each 3x3/2 pool maps j to the
-        # centre of inputs 2j..2j+2, so pool5 sits at 32m+31; 'same' fc6 pads (2, 3): +0.5 pixel.
-        self.taps = {32: Tap("fc7", 4096, Grid(32, 31.0 + 16.0))}
+        self.taps = traced_taps(self, {32: ("fc7", 4096)})
 
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         h = self.features(x)
@@ -124,19 +115,16 @@ class AlexNetBackbone(Backbone):
 
 
 class ResNetBackbone(Backbone):
-    """ResNet tapped at layer2 (stride 8), layer3 (16) and layer4 (32).
-
-    Every strided layer is a 'same'-padded odd kernel, so pixel i of a stride-s map is centred
-    at s*i exactly (centre 0)."""
+    """ResNet tapped at layer2 (stride 8), layer3 (16) and layer4 (32)."""
 
     def __init__(self, resnet: torchvision.models.ResNet, pad100: bool = False) -> None:
         super().__init__()
         _refuse_pad100(pad100, "resnets")
         self.body = IntermediateLayerGetter(resnet, {"layer2": "8", "layer3": "16", "layer4": "32"})
-        self.taps = {
-            s: Tap(name, _out_channels(getattr(resnet, name)), Grid(s, 0.0))
-            for s, name in ((8, "layer2"), (16, "layer3"), (32, "layer4"))
-        }
+        names = {8: "layer2", 16: "layer3", 32: "layer4"}
+        self.taps = traced_taps(
+            self, {s: (n, _out_channels(getattr(resnet, n))) for s, n in names.items()}
+        )
 
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         return {int(k): v for k, v in self.body(x).items()}
@@ -144,7 +132,7 @@ class ResNetBackbone(Backbone):
 
 class MobileNetV3Backbone(Backbone):
     """MobileNetV3-Large tapped at the last block of strides 8, 16 and 32 (the 960-channel
-    head conv). Strided depthwise convs are 'same'-padded odd kernels: centre 0."""
+    head conv)."""
 
     def __init__(self, mobilenet: torchvision.models.MobileNetV3, pad100: bool = False) -> None:
         super().__init__()
@@ -156,13 +144,24 @@ class MobileNetV3Backbone(Backbone):
         self.features = IntermediateLayerGetter(
             mobilenet.features, {str(i): str(s) for s, i in last_at_stride.items()}
         )
-        self.taps = {
-            s: Tap(f"features.{i}", _out_channels(mobilenet.features[i]), Grid(s, 0.0))
-            for s, i in last_at_stride.items()
-        }
+        self.taps = traced_taps(
+            self,
+            {
+                s: (f"features.{i}", _out_channels(mobilenet.features[i]))
+                for s, i in last_at_stride.items()
+            },
+        )
 
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         return {int(k): v for k, v in self.features(x).items()}
+
+
+def traced_taps(backbone: Backbone, declared: dict[int, tuple[str, int]]) -> dict[int, Tap]:
+    """``{stride: Tap}`` from each tap's layer name and channels; the pixel grids are traced
+    through the built network (:func:`fcnseg.models.grid_trace.trace_grids`), not written by
+    hand. Call it last in ``__init__``: it runs ``forward``."""
+    grids = trace_grids(backbone)
+    return {s: Tap(name, channels, grids[s]) for s, (name, channels) in declared.items()}
 
 
 def _out_channels(module: nn.Module) -> int:
