@@ -238,3 +238,10 @@ def test_default_recipe_is_used_without_a_file():
     cfg = load_config(None, ["train.lr=0.2"], default=base)
     assert cfg.model.num_classes == 7 and cfg.train.lr == 0.2 and cfg.out == "runs/x"
     assert base == {"model": {"num_classes": 7}, "out": "runs/x"}  # not mutated
+
+
+@pytest.mark.parametrize("recipe", sorted(CONFIGS.glob("camvid_*.yaml")), ids=lambda p: p.stem)
+def test_camvid_recipes_budget_wall_time_not_steps(recipe):
+    # a step budget tuned on one CPU ends undecayed (slower CPU) or early (faster one)
+    t = load_config(recipe).train
+    assert t.max_steps is None and t.max_minutes == 20.0 and t.schedule in ("poly", "cosine")
