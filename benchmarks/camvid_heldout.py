@@ -3,8 +3,8 @@
 CamVid's val (101 images) is sequence 0016E5, which also gives train 204 of its 367 images, so
 val flatters a recipe. This script trains the variant on train **minus one sequence**
 (``--hold-out``: 0001TP, the dusk sequence, 62 images; or 0006R0, daytime, 101 images; CamVid's
-test split is 0001TP and Seq05VD) and scores its checkpoint on val (model selection) and on the held-out
-images (the estimate), with the same commands a user runs:
+test split is 0001TP and Seq05VD) and scores its checkpoint on val (model selection) and on
+the held-out images (the estimate), with the same commands a user runs:
 
     fcnseg train --config FILE --set data.options={exclude_sequences: [0001TP]} --set out=OUT ...
     fcnseg eval --checkpoint OUT/best.pt --split val --out OUT/val
