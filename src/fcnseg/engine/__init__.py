@@ -8,7 +8,8 @@
 from fcnseg.engine.evaluation import evaluate, tta_logits
 from fcnseg.engine.loss import SegmentationLoss, build_loss, median_frequency_weights
 from fcnseg.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
-from fcnseg.engine.trainer import Trainer, TrainingDiverged, train, train_staged
+from fcnseg.engine.staged import train, train_staged
+from fcnseg.engine.trainer import Trainer, TrainingDiverged
 
 __all__ = [
     "SegmentationLoss",

@@ -1,4 +1,6 @@
-"""The paper's staged recipe (FCN-32s -> 16s -> 8s) as one call: :func:`train_staged`."""
+"""Running a recipe: :func:`train` (what ``fcnseg train`` runs) and the paper's staged recipe
+(FCN-32s -> 16s -> 8s) as one call, :func:`train_staged`. Built on :class:`Trainer`, which runs
+one stage."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from fcnseg.engine.distributed import is_main_process
 from fcnseg.engine.run_log import write_curves
 from fcnseg.engine.trainer import Trainer
 
-__all__ = ["stage_finished", "train_staged"]
+__all__ = ["stage_finished", "train", "train_staged"]
 
 
 def train_staged(
@@ -52,3 +54,25 @@ def stage_finished(cfg: Config) -> bool:
     ckpt = read_checkpoint(Path(cfg.out) / "last.pt")
     t = cfg.train
     return (t.max_steps is not None and ckpt["step"] >= t.max_steps) or ckpt["epoch"] >= t.epochs
+
+
+def train(
+    cfg: Config,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: list[Callable[[Trainer], None]] | None = None,
+) -> dict:
+    """Train ``cfg`` (what ``fcnseg train`` runs); a staged recipe goes to :func:`train_staged`.
+
+    Returns:
+        the summary of :meth:`Trainer.fit` (for stages: of the last stage, with ``"stages"``
+        mapping each stage name to its summary).
+
+    Raises:
+        TrainingDiverged: NaN/inf loss. ValueError / ConfigError / FileNotFoundError /
+        CheckpointError: a bad recipe, missing data or a missing ``last.pt`` on resume.
+    """
+    if cfg.stages:
+        return train_staged(cfg, resume=resume, progress=progress, callbacks=callbacks)
+    return Trainer(cfg, resume=resume, progress=progress, callbacks=callbacks).fit()

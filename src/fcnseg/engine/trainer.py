@@ -96,8 +96,6 @@ __all__ = [
     "TrainingDiverged",
     "resolve_device",
     "seed_everything",
-    "train",
-    "train_staged",
     "write_curves",
 ]
 
@@ -645,31 +643,3 @@ class Trainer:
             "last": str(self.out / "last.pt"),
             "best": str(self.out / "best.pt"),
         }
-
-
-def train(
-    cfg: Config,
-    *,
-    resume: bool = False,
-    progress: bool = True,
-    callbacks: list[Callable[[Trainer], None]] | None = None,
-) -> dict:
-    """Train ``cfg`` (what ``fcnseg train`` runs); a staged recipe goes to :func:`train_staged`.
-
-    Returns:
-        the summary of :meth:`Trainer.fit` (for stages: of the last stage, with ``"stages"``
-        mapping each stage name to its summary).
-
-    Raises:
-        TrainingDiverged: NaN/inf loss. ValueError / ConfigError / FileNotFoundError /
-        CheckpointError: a bad recipe, missing data or a missing ``last.pt`` on resume.
-    """
-    if cfg.stages:
-        return train_staged(cfg, resume=resume, progress=progress, callbacks=callbacks)
-    return Trainer(cfg, resume=resume, progress=progress, callbacks=callbacks).fit()
-
-
-# engine/staged.py builds on Trainer, so it is imported once Trainer exists (fcnseg.engine
-# imports this module first, whichever of the two a caller names).
-from fcnseg.engine.staged import stage_finished as _stage_finished  # noqa: E402, F401
-from fcnseg.engine.staged import train_staged  # noqa: E402
