@@ -39,6 +39,7 @@ import json
 import math
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -80,6 +81,7 @@ __all__ = [
     "gemm_peak",
     "machine_info",
     "make_train_step",
+    "ort_gemm_peak",
     "memory_mapped_copy",
     "parse_size",
     "peers_for",
@@ -137,6 +139,72 @@ def gemm_peak(
         for name, fn in gemm_kernels(device, dtype, n).items()
     }
     return rates if detail else max(rates.values())
+
+
+def ort_gemm_peak(
+    dtype: str = "int8", n: int = 2048, threads: int | None = None, repeat: int = 5
+) -> float:
+    """ONNX Runtime's dense matrix-product throughput on this CPU, in GOP/s (2 n^3 per product,
+    median of ``repeat``): the limit an ONNX Runtime graph is compared with.
+
+    ``"int8"`` times ``MatMulInteger`` (uint8 activations x int8 weights -> int32);
+    ``"int8_conv"`` the same product as a 1x1 ``QLinearConv`` (n input and n output channels
+    over n pixels, per-channel int8 weights, uint8 in and out): the kernel ONNX Runtime runs a
+    QDQ graph's convolutions on, which is faster than ``MatMulInteger`` on some CPUs;
+    ``"fp32"`` times ``MatMul``. The weights are a constant as in a network; ``threads``
+    intra-op threads.
+
+    Raises:
+        ModuleNotFoundError: onnx / onnxruntime missing (``pip install fcnseg[export]``).
+        ValueError: an unknown dtype.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from fcnseg.bench import ort_session
+
+    rng = np.random.default_rng(0)
+    if dtype == "int8":
+        a = rng.integers(0, 256, (n, n), dtype=np.uint8)
+        b = rng.integers(-127, 128, (n, n), dtype=np.int8)
+        node = helper.make_node("MatMulInteger", ["a", "b"], ["y"])
+        elem, out_elem = TensorProto.UINT8, TensorProto.INT32
+    elif dtype == "int8_conv":
+        a = rng.integers(0, 256, (1, n, 32, n // 32), dtype=np.uint8)
+        b = rng.integers(-127, 128, (n, n, 1, 1), dtype=np.int8)
+        consts = [
+            numpy_helper.from_array(np.array(0.02, np.float32), "a_scale"),
+            numpy_helper.from_array(np.array(128, np.uint8), "a_zero"),
+            numpy_helper.from_array(np.full(n, 0.01, np.float32), "b_scale"),
+            numpy_helper.from_array(np.zeros(n, np.int8), "b_zero"),
+            numpy_helper.from_array(np.array(0.5, np.float32), "y_scale"),
+            numpy_helper.from_array(np.array(128, np.uint8), "y_zero"),
+        ]
+        names = ["a", "a_scale", "a_zero", "b", "b_scale", "b_zero", "y_scale", "y_zero"]
+        node = helper.make_node("QLinearConv", names, ["y"])
+        elem = out_elem = TensorProto.UINT8
+    elif dtype == "fp32":
+        a = rng.standard_normal((n, n), dtype=np.float32)
+        b = rng.standard_normal((n, n), dtype=np.float32)
+        node = helper.make_node("MatMul", ["a", "b"], ["y"])
+        elem = out_elem = TensorProto.FLOAT
+    else:
+        raise ValueError(f"dtype must be 'int8', 'int8_conv' or 'fp32', got {dtype!r}")
+    graph = helper.make_graph(
+        [node],
+        "gemm",
+        [helper.make_tensor_value_info("a", elem, list(a.shape))],
+        [helper.make_tensor_value_info("y", out_elem, None)],
+        initializer=[numpy_helper.from_array(b, "b"), *(consts if dtype == "int8_conv" else [])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gemm.onnx"
+        onnx.save(model, str(path))
+        sess = ort_session(path, threads)
+    times = Timer(torch.device("cpu")).time(lambda: sess.run(None, {"a": a}), 2, repeat)
+    return 2 * n**3 / (statistics.median(times) / 1e3) / 1e9
 
 
 def _onednn_flop_formulas() -> dict:

@@ -1,4 +1,7 @@
-"""The comparison suite: ``python -m benchmarks.run --suite cpu|gpu|quick``.
+"""The comparison suite: ``python -m benchmarks.run --suite cpu|gpu|quick|int8``.
+
+(``--suite int8``: float32 PyTorch, float32 ONNX Runtime and int8 side by side, in
+``benchmarks/runtimes.py``.)
 
 Measures fcnseg against its peers (torchfcn, torchvision fcn_resnet50) in one run, on one
 machine, checks the figures against the targets of issue 6, prints the tables and writes
@@ -508,9 +511,15 @@ def to_markdown(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", choices=list(SUITES), default="cpu")
+    parser.add_argument("--suite", choices=[*SUITES, "int8"], default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.suite == "int8":  # float32 vs int8 runtimes: its own options (--checkpoint ...)
+        from benchmarks.runtimes import main as runtimes_main
+
+        return runtimes_main([*rest, "--out", str(args.out)])
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     s = SUITES[args.suite]
     t0 = time.time()
     load_before = os.getloadavg()[0]

@@ -17,6 +17,10 @@ written beside the file as ``FILE.parity.json``.
 
 :class:`OnnxRuntimeModel` runs any fcnseg ONNX file (float32 or int8) like a model: it is what
 ``fcnseg predict --onnx`` and ``fcnseg bench --onnx`` use.
+
+:func:`compare_runtimes` times one model three ways in one run (float32 PyTorch through
+``optimize_for_inference``, float32 ONNX Runtime, int8 ONNX Runtime) at several batch sizes,
+beside the int8 parity report: what ``fcnseg bench --int8`` prints.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ __all__ = [
     "QUANT_KEY",
     "OnnxRuntimeModel",
     "calibration_images",
+    "compare_runtimes",
+    "cpu_has_vnni",
     "export_onnx_int8",
     "format_int8_report",
     "int8_parity",
@@ -92,6 +98,18 @@ class OnnxRuntimeModel(nn.Module):
     @property
     def class_names(self) -> list[str]:
         return self.config.get("class_names") or [str(i) for i in range(self.num_classes)]
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this CPU has an int8 dot-product instruction (AVX-512 VNNI, AVX-VNNI or AMX), so
+    ONNX Runtime's uint8 x int8 kernels accumulate without int16 saturation (``/proc/cpuinfo``;
+    False where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
 def calibration_images(folder: str | Path, count: int = 32) -> list[Path]:
@@ -169,6 +187,7 @@ def int8_parity(
     preprocess: dict,
     num_classes: int,
     ignore_index: int = 255,
+    scale: float = 1.0,
 ) -> dict:
     """Compare float32 and int8 predictions on real images, each at its own size.
 
@@ -176,6 +195,10 @@ def int8_parity(
         fp32, int8: callables ``(1, 3, H, W) normalised -> (1, C, H, W) logits``.
         samples: ``(uint8 image (3, H, W), mask (H, W) int64 or None)``; masks use
             ``ignore_index`` for void.
+        scale: run the networks on each image resized by this factor and score the result
+            upsampled to the image's size, as ``fcnseg eval --tta SCALE`` does (a recipe that
+            evaluates at half scale is compared at 0.5); the logit figures are then those of
+            the log-probabilities (:func:`fcnseg.engine.evaluation.tta_logits`).
 
     Returns:
         ``images``, ``pixels``, ``argmax_agreement`` (fraction of pixels with the same class),
@@ -186,8 +209,11 @@ def int8_parity(
     Raises:
         ValueError: no samples.
     """
+    from fcnseg.engine.evaluation import tta_logits
     from fcnseg.metrics import ConfusionMatrix
 
+    if not scale > 0:
+        raise ValueError(f"parity scale must be > 0, got {scale}")
     normalize = Normalize(preprocess)
     cms = {k: ConfusionMatrix(num_classes, ignore_index=ignore_index) for k in ("fp32", "int8")}
     images = pixels = agree = 0
@@ -195,7 +221,7 @@ def int8_parity(
     with torch.no_grad():
         for image, mask in samples:
             x = normalize(image)[None]
-            a, b = fp32(x).float(), int8(x).float()
+            a, b = (tta_logits(net, x, (scale,)).float() for net in (fp32, int8))
             pa, pb = a.argmax(1)[0], b.argmax(1)[0]
             images += 1
             pixels += pa.numel()
@@ -211,6 +237,7 @@ def int8_parity(
         raise ValueError("int8 parity: no images to compare on")
     report: dict = {
         "images": images,
+        "scale": scale,
         "pixels": pixels,
         "argmax_agreement": agree / pixels,
         "max_abs_logit_diff": max_diff,
@@ -234,6 +261,8 @@ def export_onnx_int8(
     calibration_count: int = 32,
     parity_data: tuple[str, str, str] | None = None,
     parity_count: int = 32,
+    parity_scale: float = 1.0,
+    reduce_range: bool | None = None,
     opset: int = 17,
     threads: int = 2,
 ) -> dict:
@@ -252,6 +281,11 @@ def export_onnx_int8(
             ``("camvid", root, "val")`` ...) for the parity check; default: the calibration
             images, without masks (argmax agreement only).
         parity_count: at most this many parity images, each at its own size.
+        parity_scale: the scale the parity images are run at (see :func:`int8_parity`).
+        reduce_range: 7-bit weights (ONNX Runtime's ``reduce_range``). Without VNNI, x86
+            int8 kernels multiply uint8 by int8 pairs into saturating int16 sums
+            (``vpmaddubsw``), which 8-bit weights can overflow; 7-bit weights cannot.
+            ``None``: on when the exporting CPU has no VNNI (:func:`cpu_has_vnni`).
         threads: ONNX Runtime ``intra_op_num_threads`` for the parity runs.
 
     Returns:
@@ -282,9 +316,12 @@ def export_onnx_int8(
     fp32_report = export_onnx(model, fp32_path, example_size, opset=opset)
     size = tuple(int(v) for v in example_size[2:])
     preprocess = dict(model.config["preprocess"])
+    if reduce_range is None:
+        reduce_range = not cpu_has_vnni()
     settings = {
         "format": "QDQ",
         "per_channel": True,
+        "reduce_range": bool(reduce_range),
         "weight_type": "QInt8",
         "activation_type": "QUInt8",
         "calibrate_method": "MinMax",
@@ -310,6 +347,7 @@ def export_onnx_int8(
             weight_type=QuantType.QInt8,
             activation_type=QuantType.QUInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            reduce_range=bool(reduce_range),
         )
     graph = onnx.load(str(path))
     meta = {p.key: p for p in graph.metadata_props}
@@ -324,7 +362,10 @@ def export_onnx_int8(
 
     fp32_rt, int8_rt = OnnxRuntimeModel(fp32_path, threads), OnnxRuntimeModel(path, threads)
     samples = _samples(paths, parity_data, parity_count)
-    parity = int8_parity(fp32_rt, int8_rt, samples, preprocess, int(model.config["num_classes"]))
+    parity = int8_parity(
+        fp32_rt, int8_rt, samples, preprocess, int(model.config["num_classes"]),
+        scale=parity_scale,
+    )  # fmt: skip
     parity["source"] = (
         {"dataset": parity_data[0], "root": str(parity_data[1]), "split": parity_data[2]}
         if parity_data
@@ -350,14 +391,16 @@ def format_int8_report(report: dict) -> str:
     """A few human-readable lines for ``fcnseg export --int8``."""
     q, p, f = report["quantization"], report["parity"], report["fp32_parity"]
     lines = [
-        f"exported int8 onnx ({q['format']}, per-channel {q['weight_type']} weights, "
+        f"exported int8 onnx ({q['format']}, per-channel {q['weight_type']} weights"
+        f"{' in 7 bits (reduce_range)' if q.get('reduce_range') else ''}, "
         f"{q['activation_type']} activations) -> {report['path']}",
         f"  float32 graph: {report['fp32_path']} (parity max abs diff {f['max_abs_diff']:.3g}, "
         f"{'PASS' if f['passed'] else 'FAIL'})",
         f"  calibration: {q['calibration_images']} image(s) from {q['calibration_dir']} at "
         f"{q['calibration_size'][0]}x{q['calibration_size'][1]}",
         f"  int8 vs float32 on {p['images']} image(s): argmax agreement "
-        f"{100 * p['argmax_agreement']:.2f} %, mean abs logit diff {p['mean_abs_logit_diff']:.3g}",
+        f"{100 * p['argmax_agreement']:.2f} %, mean abs logit diff {p['mean_abs_logit_diff']:.3g}"
+        + (f" (net at scale {p['scale']:g})" if p.get("scale", 1.0) != 1.0 else ""),
     ]
     if p.get("fp32_mean_iou") is not None:
         lines.append(
@@ -366,3 +409,85 @@ def format_int8_report(report: dict) -> str:
         )
     lines.append(f"  parity report: {report['parity_file']}")
     return "\n".join(lines)
+
+
+def compare_runtimes(
+    model: nn.Module,
+    size: tuple[int, int],
+    calibration: str | Path,
+    batches: Iterable[int] = (1, 8),
+    *,
+    threads: int = 2,
+    warmup: int = 2,
+    repeat: int = 10,
+    calibration_count: int = 32,
+    parity_data: tuple[str, str, str] | None = None,
+    parity_count: int = 32,
+    parity_scale: float = 1.0,
+    reduce_range: bool | None = None,
+    optimize: bool | str = True,
+    folder: str | Path | None = None,
+) -> dict:
+    """One model, three runtimes, side by side: float32 PyTorch, float32 and int8 ONNX Runtime.
+
+    The model is exported with :func:`export_onnx_int8` (calibrated on ``calibration`` at
+    ``size``), then each batch size in ``batches`` is timed on the same random
+    ``(N, 3, H, W)`` input shape by PyTorch (``fcnseg.accel.optimize_for_inference`` unless
+    ``optimize`` is False; a candidate's name builds that one), by ONNX Runtime on the float32
+    graph and on the int8 graph, all with ``threads`` threads.
+
+    Args:
+        model: an fcnseg model (its config gives the preprocessing for calibration).
+        size: ``(H, W)`` of the timed inputs and of the calibration images.
+        folder: where to keep the ONNX files (default: a temporary folder, removed).
+        Other arguments: see :func:`export_onnx_int8` and :func:`fcnseg.bench.measure`.
+
+    Returns:
+        ``rows`` (for :func:`fcnseg.bench.format_table`: one per runtime and batch, each with
+        ``runtime`` in ``"pytorch-fp32"``, ``"onnxruntime-fp32"``, ``"onnxruntime-int8"`` and
+        ``speedup_vs_pytorch``), ``export`` (the :func:`export_onnx_int8` report, parity
+        included) and ``machine``.
+
+    Raises:
+        ValueError: no batch sizes, a batch below 1, or a bad calibration folder.
+        ModuleNotFoundError: onnx / onnxruntime missing (``pip install 'fcnseg[export]'``).
+    """
+    from fcnseg.bench import bench_onnx_file, machine_info, measure
+
+    batches = [int(b) for b in batches]
+    if not batches or min(batches) < 1:
+        raise ValueError(f"batch sizes must be >= 1, got {batches}")
+    h, w = (int(v) for v in size)
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="fcnseg-runtimes-") as tmp:
+        out = Path(folder) if folder is not None else Path(tmp)
+        report = export_onnx_int8(
+            model,
+            out / "model.int8.onnx",
+            calibration,
+            (1, 3, h, w),
+            calibration_count=calibration_count,
+            parity_data=parity_data,
+            parity_count=parity_count,
+            parity_scale=parity_scale,
+            reduce_range=reduce_range,
+            threads=threads,
+        )
+        name = f"{model.config['arch']}-{model.config['backbone']}"
+        num_classes = int(model.config["num_classes"])
+        rows = []
+        for batch in batches:
+            torch_row = measure(
+                model, size=(h, w), batch=batch, num_classes=num_classes,
+                optimize=optimize, warmup=warmup, repeat=repeat,
+            )  # fmt: skip
+            torch_row.pop("machine", None)
+            group = [{**torch_row, "name": f"{name} pytorch-fp32", "runtime": "pytorch-fp32"}]
+            for runtime, path in (("onnxruntime-fp32", report["fp32_path"]),
+                                  ("onnxruntime-int8", report["path"])):  # fmt: skip
+                row = bench_onnx_file(path, (h, w), batch, warmup, repeat, threads)
+                group.append({**row, "name": f"{name} {runtime}", "runtime": runtime})
+            for row in group:
+                row["speedup_vs_pytorch"] = group[0]["latency_ms"] / row["latency_ms"]
+            rows += group
+    return {"rows": rows, "export": report, "machine": machine_info()}

@@ -91,6 +91,11 @@ def test_graph_is_qdq_with_per_channel_int8_weights(exported):
     assert meta["fcnseg_config"] == json.loads(json.dumps(exported["model"].config))
     q = meta["fcnseg_quantization"]
     assert q["format"] == "QDQ" and q["per_channel"] and q["calibration_images"] == 8
+    # without VNNI the default is 7-bit weights, which uint8 x int8 pairs cannot saturate with
+    assert q["reduce_range"] == (not fcnseg.int8.cpu_has_vnni())
+    weights = [onnx.numpy_helper.to_array(inits[producer[c.input[1]].input[0]]) for c in convs]
+    top = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert top <= (64 if q["reduce_range"] else 127) and top >= 63  # the range is used
     assert (exported["tmp"] / "m.fp32.onnx").is_file()
 
 
@@ -125,6 +130,30 @@ def test_predict_and_bench_run_the_int8_graph(exported, capsys):
     assert main([*argv, "--onnx-batches", "1,2", "--repeat", "1", "--warmup", "0"]) == 0
     printed = capsys.readouterr().out
     assert "m.int8.onnx [int8]" in printed and "m.fp32.onnx" in printed
+
+
+def test_bench_int8_times_three_runtimes_side_by_side(exported, tmp_path, capsys):
+    """``fcnseg bench --int8``: float32 PyTorch, float32 and int8 ONNX Runtime at each batch
+    size, on the same input shape, with the parity report; the JSON holds every row."""
+    argv = ["bench", "--int8", "--checkpoint", str(exported["ckpt"]), "--size", "64x96",
+            "--calibration", str(exported["calib"]), "--onnx-batches", "1,2", "--repeat", "1",
+            "--warmup", "0", "--optimize", "eager", "--json", str(tmp_path / "r.json"),
+            "--no-reduce-range", "--parity-scale", "0.5"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "argmax agreement" in printed
+    result = json.loads((tmp_path / "r.json").read_text())
+    rows = result["rows"]
+    runtimes = ["pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8"]
+    assert [(r["runtime"], r["batch"]) for r in rows] == [(k, b) for b in (1, 2) for k in runtimes]
+    for row in rows:
+        assert row["size"] == [64, 96] and row["latency_ms"] > 0
+        base = next(r for r in rows if r["batch"] == row["batch"])  # PyTorch at that batch
+        assert row["speedup_vs_pytorch"] == pytest.approx(base["latency_ms"] / row["latency_ms"])
+    assert result["export"]["parity"]["argmax_agreement"] >= MIN_AGREEMENT_INT8
+    assert result["export"]["parity"]["scale"] == 0.5
+    assert result["export"]["quantization"]["reduce_range"] is False
+    assert result["machine"]["isa"]
 
 
 @pytest.mark.parametrize("problem", ["no calibration", "empty folder", "not onnx"])

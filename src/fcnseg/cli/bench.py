@@ -4,6 +4,8 @@
                  [--device cpu|cuda] [--dtype fp32|bf16|fp16] [--channels-last]
                  [--optimize [CANDIDATE]] [--train] [--peers] [--isolate] [--json FILE]
     fcnseg bench --onnx FP32.onnx INT8.onnx --size 360x480 [--onnx-batches 1,8] [--threads 2]
+    fcnseg bench --int8 --calibration DIR --backbone mobilenet_v3_large --size 360x480
+                 [--checkpoint run/best.pt | --context global] [--onnx-batches 1,8]
 
 The configuration runs through ``fcnseg.bench.run_benchmark``. The comparison with peers
 (torchfcn's network of the same head, torchvision's fcn_resnet50), FLOPs and the GEMM peak are
@@ -12,6 +14,9 @@ importable (a checkout on ``sys.path``, e.g. ``python -m fcnseg bench`` from its
 so otherwise; ``python -m benchmarks.run`` is the full suite.
 With ``--onnx`` it times the given ONNX files instead (e.g. the float32 and int8 graphs of
 ``fcnseg export --int8``) with ONNX Runtime at each batch size, the first file the baseline.
+With ``--int8`` it quantizes the model (calibrated on DIR) and times float32 PyTorch, float32
+ONNX Runtime and int8 ONNX Runtime side by side at each batch size
+(``fcnseg.int8.compare_runtimes``), then prints the int8 parity report.
 """
 
 from __future__ import annotations
@@ -70,6 +75,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--onnx-batches", default="1,8", help="--onnx batch sizes (default 1,8)")
     parser.add_argument("--threads", type=int, default=None, help="--onnx intra-op threads")
+    q = parser.add_argument_group("float32 vs int8 (--int8)")
+    q.add_argument(
+        "--int8", action="store_true",
+        help="time float32 PyTorch, float32 ONNX Runtime and int8 ONNX Runtime side by side "
+        "(batch sizes from --onnx-batches)",
+    )  # fmt: skip
+    q.add_argument("--calibration", default=None, help="--int8: folder of calibration images")
+    q.add_argument("--checkpoint", default=None, help="--int8: a trained model (fcnseg file)")
+    q.add_argument("--context", default=None, help="--int8: global context (None, global, ...)")
+    q.add_argument(
+        "--parity-data", nargs=3, default=None, metavar=("DATASET", "ROOT", "SPLIT"),
+        help="--int8: a labelled set for the mean-IU change (default: calibration images)",
+    )  # fmt: skip
+    q.add_argument(
+        "--reduce-range", action=argparse.BooleanOptionalAction, default=None,
+        help="7-bit int8 weights (default: on where the CPU has no VNNI, whose int8 kernels "
+        "can saturate with 8-bit weights)",
+    )  # fmt: skip
+    q.add_argument("--parity-count", type=int, default=32, help="--int8: parity images (32)")
+    q.add_argument(
+        "--parity-scale", type=float, default=1.0,
+        help="--int8: run the parity images at this scale, as the recipe evaluates (e.g. 0.5)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--batch and --repeat must be >= 1, --warmup >= 0")
     if args.onnx:
         return _run_onnx(args)
+    if args.int8:
+        return _run_int8(args)
     if args.optimize not in (None, "auto", *NAMED):
         raise ValueError(f"--optimize {args.optimize}: choose one of {list(NAMED)} (or none: auto)")
     optimize = {None: False, "auto": True}.get(args.optimize, args.optimize)
@@ -135,12 +165,7 @@ def _run_onnx(args: argparse.Namespace) -> int:
     from fcnseg.bench import bench_onnx_file, format_table
     from fcnseg.config import parse_size
 
-    try:
-        batches = [int(b) for b in args.onnx_batches.split(",")]
-    except ValueError:
-        raise ValueError(f"--onnx-batches {args.onnx_batches!r}: expected e.g. 1,8") from None
-    if not batches or min(batches) < 1:
-        raise ValueError("--onnx-batches must be >= 1")
+    batches = _batches(args.onnx_batches)
     size = parse_size(args.size, "--size")
     rows_all = []
     for batch in batches:
@@ -153,6 +178,62 @@ def _run_onnx(args: argparse.Namespace) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows_all, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _batches(text: str) -> list[int]:
+    try:
+        batches = [int(b) for b in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--onnx-batches {text!r}: expected e.g. 1,8") from None
+    if not batches or min(batches) < 1:
+        raise ValueError("--onnx-batches must be >= 1")
+    return batches
+
+
+def _run_int8(args: argparse.Namespace) -> int:
+    from fcnseg.bench import format_table
+    from fcnseg.config import parse_size
+    from fcnseg.engine.checkpoint import load_model
+    from fcnseg.int8 import compare_runtimes, format_int8_report
+    from fcnseg.models import build_model
+
+    if not args.calibration:
+        raise ValueError("--int8 needs --calibration DIR (a folder of images to calibrate on)")
+    if args.device != "cpu" or args.dtype != "fp32":
+        raise ValueError("--int8 compares CPU runtimes: leave --device cpu and --dtype fp32")
+    if args.checkpoint:
+        model = load_model(args.checkpoint)
+    else:
+        model = build_model(
+            args.model, backbone=args.backbone, num_classes=args.num_classes,
+            pad100=args.pad100, context=args.context, weights=args.weights,
+        )  # fmt: skip
+    optimize = {None: True, "auto": True}.get(args.optimize, args.optimize)
+    result = compare_runtimes(
+        model.eval(),
+        parse_size(args.size, "--size"),
+        args.calibration,
+        _batches(args.onnx_batches),
+        threads=args.threads or 2,
+        warmup=args.warmup,
+        repeat=args.repeat,
+        parity_data=tuple(args.parity_data) if args.parity_data else None,
+        parity_count=args.parity_count,
+        parity_scale=args.parity_scale,
+        reduce_range=args.reduce_range,
+        optimize=optimize,
+    )
+    for batch in sorted({r["batch"] for r in result["rows"]}):
+        print(format_table([r for r in result["rows"] if r["batch"] == batch]) + "\n")
+    print(format_int8_report(result["export"]))
+    machine = result["machine"]
+    print(f"\n{machine['cpu']} ({machine['isa']}), {args.threads or 2} threads, "
+          f"torch {machine['torch']}")  # fmt: skip
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2, default=str))
         print(f"wrote {args.json}")
     return 0
 

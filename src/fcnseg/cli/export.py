@@ -36,6 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument("--root", help="the --dataset folder")
     q.add_argument("--split", default="val", help="the --dataset/--parity-data split (val)")
     q.add_argument("--parity-count", type=int, default=32, help="parity images (default 32)")
+    q.add_argument(
+        "--reduce-range", action=argparse.BooleanOptionalAction, default=None,
+        help="7-bit int8 weights (default: on where the CPU has no VNNI, whose int8 kernels "
+        "can saturate with 8-bit weights)",
+    )  # fmt: skip
+    q.add_argument(
+        "--parity-scale", type=float, default=1.0,
+        help="run the parity images at this scale, as the recipe evaluates (e.g. 0.5)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,6 +96,8 @@ def _run_int8(args: argparse.Namespace, example: tuple[int, int, int, int]) -> i
         calibration_count=args.calibration_count,
         parity_data=parity_data,
         parity_count=args.parity_count,
+        parity_scale=args.parity_scale,
+        reduce_range=args.reduce_range,
         opset=args.opset,
     )
     print(json.dumps(report, indent=2) if args.json else format_int8_report(report))
