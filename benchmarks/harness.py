@@ -165,6 +165,7 @@ def ort_gemm_peak(
     from fcnseg.bench import ort_session
 
     rng = np.random.default_rng(0)
+    consts = []  # the quantization parameters of QLinearConv
     if dtype == "int8":
         a = rng.integers(0, 256, (n, n), dtype=np.uint8)
         b = rng.integers(-127, 128, (n, n), dtype=np.int8)
@@ -196,7 +197,7 @@ def ort_gemm_peak(
         "gemm",
         [helper.make_tensor_value_info("a", elem, list(a.shape))],
         [helper.make_tensor_value_info("y", out_elem, None)],
-        initializer=[numpy_helper.from_array(b, "b"), *(consts if dtype == "int8_conv" else [])],
+        initializer=[numpy_helper.from_array(b, "b"), *consts],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with tempfile.TemporaryDirectory() as tmp:

@@ -53,6 +53,7 @@ __all__ = [
     "bench_onnx_file",
     "build_fcnseg",
     "config_name",
+    "cpu_flags",
     "format_table",
     "machine_info",
     "make_train_step",
@@ -137,16 +138,20 @@ def _peak_rss_mib() -> float:
     return max_rss_mib() if hwm is None else hwm / 1024  # not Linux: the lifetime peak
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``flags`` of ``/proc/cpuinfo``; empty where it cannot be read)."""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        return set(next((line for line in f if line.startswith("flags")), "").split()[2:])
+    return set()
+
+
 def vector_isa() -> dict[str, Any]:
     """The vector ISA the kernels run with: ``isa`` (ATen's choice, e.g. ``"AVX512"`` or
     ``"AVX2"``: lowered by ``ATEN_CPU_CAPABILITY``), ``cpu_avx512`` (whether the CPU has it)
     and the oneDNN / MKL caps in force (``ONEDNN_MAX_CPU_ISA``, ``MKL_ENABLE_INSTRUCTIONS``)."""
-    flags = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        flags = next((line for line in f if line.startswith("flags")), "")
     return {
         "isa": torch.backends.cpu.get_cpu_capability(),
-        "cpu_avx512": "avx512f" in flags.split(),
+        "cpu_avx512": "avx512f" in cpu_flags(),
         "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "mkl_instructions": os.environ.get("MKL_ENABLE_INSTRUCTIONS"),
     }

@@ -25,6 +25,7 @@ beside the int8 parity report: what ``fcnseg bench --int8`` prints.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -102,14 +103,11 @@ class OnnxRuntimeModel(nn.Module):
 
 def cpu_has_vnni() -> bool:
     """Whether this CPU has an int8 dot-product instruction (AVX-512 VNNI, AVX-VNNI or AMX), so
-    ONNX Runtime's uint8 x int8 kernels accumulate without int16 saturation (``/proc/cpuinfo``;
-    False where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    ONNX Runtime's uint8 x int8 kernels accumulate without int16 saturation (False where the
+    flags cannot be read)."""
+    from fcnseg.bench import cpu_flags
+
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def calibration_images(folder: str | Path, count: int = 32) -> list[Path]:
@@ -426,7 +424,6 @@ def compare_runtimes(
     parity_scale: float = 1.0,
     reduce_range: bool | None = None,
     optimize: bool | str = True,
-    folder: str | Path | None = None,
 ) -> dict:
     """One model, three runtimes, side by side: float32 PyTorch, float32 and int8 ONNX Runtime.
 
@@ -434,12 +431,12 @@ def compare_runtimes(
     ``size``), then each batch size in ``batches`` is timed on the same random
     ``(N, 3, H, W)`` input shape by PyTorch (``fcnseg.accel.optimize_for_inference`` unless
     ``optimize`` is False; a candidate's name builds that one), by ONNX Runtime on the float32
-    graph and on the int8 graph, all with ``threads`` threads.
+    graph and on the int8 graph, all with ``threads`` threads (torch's own setting is restored
+    afterwards). The ONNX files live in a temporary folder (``fcnseg export --int8`` keeps them).
 
     Args:
         model: an fcnseg model (its config gives the preprocessing for calibration).
         size: ``(H, W)`` of the timed inputs and of the calibration images.
-        folder: where to keep the ONNX files (default: a temporary folder, removed).
         Other arguments: see :func:`export_onnx_int8` and :func:`fcnseg.bench.measure`.
 
     Returns:
@@ -458,12 +455,10 @@ def compare_runtimes(
     if not batches or min(batches) < 1:
         raise ValueError(f"batch sizes must be >= 1, got {batches}")
     h, w = (int(v) for v in size)
-    torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory(prefix="fcnseg-runtimes-") as tmp:
-        out = Path(folder) if folder is not None else Path(tmp)
+    with _torch_threads(threads), tempfile.TemporaryDirectory(prefix="fcnseg-runtimes-") as tmp:
         report = export_onnx_int8(
             model,
-            out / "model.int8.onnx",
+            Path(tmp) / "model.int8.onnx",
             calibration,
             (1, 3, h, w),
             calibration_count=calibration_count,
@@ -491,3 +486,14 @@ def compare_runtimes(
                 row["speedup_vs_pytorch"] = group[0]["latency_ms"] / row["latency_ms"]
             rows += group
     return {"rows": rows, "export": report, "machine": machine_info()}
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` inside, the caller's setting restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -26,6 +26,8 @@ import importlib
 import json
 from pathlib import Path
 
+from fcnseg.cli.int8_options import add_int8_options, int8_options
+
 PEERS_HINT = (
     "--peers: the peer comparison lives in the repository's benchmarks/ harness; run from a "
     "checkout (python -m fcnseg bench ... --peers, or python -m benchmarks.run)"
@@ -81,23 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="time float32 PyTorch, float32 ONNX Runtime and int8 ONNX Runtime side by side "
         "(batch sizes from --onnx-batches)",
     )  # fmt: skip
-    q.add_argument("--calibration", default=None, help="--int8: folder of calibration images")
     q.add_argument("--checkpoint", default=None, help="--int8: a trained model (fcnseg file)")
     q.add_argument("--context", default=None, help="--int8: global context (None, global, ...)")
-    q.add_argument(
-        "--parity-data", nargs=3, default=None, metavar=("DATASET", "ROOT", "SPLIT"),
-        help="--int8: a labelled set for the mean-IU change (default: calibration images)",
-    )  # fmt: skip
-    q.add_argument(
-        "--reduce-range", action=argparse.BooleanOptionalAction, default=None,
-        help="7-bit int8 weights (default: on where the CPU has no VNNI, whose int8 kernels "
-        "can saturate with 8-bit weights)",
-    )  # fmt: skip
-    q.add_argument("--parity-count", type=int, default=32, help="--int8: parity images (32)")
-    q.add_argument(
-        "--parity-scale", type=float, default=1.0,
-        help="--int8: run the parity images at this scale, as the recipe evaluates (e.g. 0.5)",
-    )  # fmt: skip
+    add_int8_options(q)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,12 +95,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch < 1 or args.repeat < 1 or args.warmup < 0:
         raise ValueError("--batch and --repeat must be >= 1, --warmup >= 0")
+    if args.optimize not in (None, "auto", *NAMED):
+        raise ValueError(f"--optimize {args.optimize}: choose one of {list(NAMED)} (or none: auto)")
     if args.onnx:
         return _run_onnx(args)
     if args.int8:
         return _run_int8(args)
-    if args.optimize not in (None, "auto", *NAMED):
-        raise ValueError(f"--optimize {args.optimize}: choose one of {list(NAMED)} (or none: auto)")
     optimize = {None: False, "auto": True}.get(args.optimize, args.optimize)
     common = dict(
         size=parse_size(args.size, "--size"),
@@ -199,8 +187,7 @@ def _run_int8(args: argparse.Namespace) -> int:
     from fcnseg.int8 import compare_runtimes, format_int8_report
     from fcnseg.models import build_model
 
-    if not args.calibration:
-        raise ValueError("--int8 needs --calibration DIR (a folder of images to calibrate on)")
+    options = int8_options(args)
     if args.device != "cpu" or args.dtype != "fp32":
         raise ValueError("--int8 compares CPU runtimes: leave --device cpu and --dtype fp32")
     if args.checkpoint:
@@ -219,11 +206,8 @@ def _run_int8(args: argparse.Namespace) -> int:
         threads=args.threads or 2,
         warmup=args.warmup,
         repeat=args.repeat,
-        parity_data=tuple(args.parity_data) if args.parity_data else None,
-        parity_count=args.parity_count,
-        parity_scale=args.parity_scale,
-        reduce_range=args.reduce_range,
         optimize=optimize,
+        **options,
     )
     for batch in sorted({r["batch"] for r in result["rows"]}):
         print(format_table([r for r in result["rows"] if r["batch"] == batch]) + "\n")

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from fcnseg.cli.int8_options import add_int8_options, int8_options
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="an fcnseg checkpoint")
@@ -29,22 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     q = parser.add_argument_group("int8 (ONNX Runtime static quantization)")
     q.add_argument("--int8", action="store_true", help="quantize: QDQ, per-channel int8 weights")
-    q.add_argument("--calibration", help="folder of calibration images (needed by --int8)")
-    q.add_argument("--calibration-count", type=int, default=32, help="images used (default 32)")
-    q.add_argument("--parity-data", help="a 'folder' dataset root (images + masks) for parity")
-    q.add_argument("--dataset", help="parity on this dataset (with --root, --split), e.g. camvid")
-    q.add_argument("--root", help="the --dataset folder")
-    q.add_argument("--split", default="val", help="the --dataset/--parity-data split (val)")
-    q.add_argument("--parity-count", type=int, default=32, help="parity images (default 32)")
-    q.add_argument(
-        "--reduce-range", action=argparse.BooleanOptionalAction, default=None,
-        help="7-bit int8 weights (default: on where the CPU has no VNNI, whose int8 kernels "
-        "can saturate with 8-bit weights)",
-    )  # fmt: skip
-    q.add_argument(
-        "--parity-scale", type=float, default=1.0,
-        help="run the parity images at this scale, as the recipe evaluates (e.g. 0.5)",
-    )  # fmt: skip
+    add_int8_options(q)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,30 +61,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_int8(args: argparse.Namespace, example: tuple[int, int, int, int]) -> int:
     from fcnseg.engine.checkpoint import load_model
-    from fcnseg.int8 import calibration_images, export_onnx_int8, format_int8_report
+    from fcnseg.int8 import export_onnx_int8, format_int8_report
 
     if args.fmt != "onnx":
         raise ValueError("--int8 needs --format onnx")
-    if not args.calibration:
-        raise ValueError("--int8 needs --calibration DIR (a folder of images to calibrate on)")
-    calibration_images(args.calibration, args.calibration_count)  # fail before exporting
-    if args.parity_data and args.dataset:
-        raise ValueError("give --parity-data DIR or --dataset/--root, not both")
-    parity_data = None
-    if args.parity_data:
-        parity_data = ("folder", args.parity_data, args.split)
-    elif args.dataset:
-        parity_data = (args.dataset, args.root, args.split)
+    options = int8_options(args)
     report = export_onnx_int8(
         load_model(args.checkpoint),
         args.out,
         args.calibration,
         example,
-        calibration_count=args.calibration_count,
-        parity_data=parity_data,
-        parity_count=args.parity_count,
-        parity_scale=args.parity_scale,
-        reduce_range=args.reduce_range,
+        **options,
         opset=args.opset,
     )
     print(json.dumps(report, indent=2) if args.json else format_int8_report(report))
