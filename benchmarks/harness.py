@@ -245,10 +245,11 @@ def _build(
     peer: str | None,
     weights: str | None,
     device: str,
+    context: str | None = None,
 ) -> nn.Module:
     if peer is not None:
         return build_peer(peer, num_classes)
-    return build_fcnseg(model, backbone, num_classes, pad100, weights, device)
+    return build_fcnseg(model, backbone, num_classes, pad100, weights, device, context)
 
 
 def run_benchmark(
@@ -269,6 +270,7 @@ def run_benchmark(
     train_size: str | tuple[int, int] | None = None,
     peer: str | None = None,
     weights: str | None = None,
+    context: str | None = None,
     warmup: int = 1,
     repeat: int = 5,
     train_repeat: int | None = None,
@@ -279,7 +281,7 @@ def run_benchmark(
     """Measure one configuration and return its figures (see the module docstring for keys).
 
     Args:
-        model, backbone, pad100, num_classes, weights: the fcnseg model (``build_model``).
+        model, backbone, pad100, num_classes, weights, context: the fcnseg model (``build_model``).
         size: input ``(H, W)`` or ``"HxW"``; batch: images per forward.
         device: ``"cpu"`` or ``"cuda"``; dtype: ``"fp32"``, or ``"bf16"``/``"fp16"`` (autocast).
         channels_last: NHWC memory format for the model and the input.
@@ -329,6 +331,7 @@ def _measure(
     train_size: tuple[int, int] | None,
     peer: str | None,
     weights: str | None,
+    context: str | None,
     warmup: int,
     repeat: int,
     train_repeat: int | None,
@@ -338,7 +341,7 @@ def _measure(
     net = (
         module
         if module is not None
-        else _build(model, backbone, num_classes, pad100, peer, weights, device)
+        else _build(model, backbone, num_classes, pad100, peer, weights, device, context)
     )
     timing = dict(
         size=size, batch=batch, num_classes=num_classes, device=device, dtype=dtype,
@@ -354,7 +357,7 @@ def _measure(
             net = memory_mapped_copy(net, folder)  # the low-memory mode needs file-backed weights
         result = measure(net, **timing)
     result = {
-        "name": peer or config_name(model, backbone, pad100, optimize),
+        "name": peer or config_name(model, backbone, pad100, optimize, context),
         "model": peer or model,
         "backbone": None if peer else backbone,
         "pad100": None if peer else pad100,

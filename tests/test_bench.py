@@ -4,6 +4,8 @@ No timing assertions: benchmarks are not tests (see benchmarks/README.md)."""
 
 from __future__ import annotations
 
+import json
+
 import torch
 from torch import nn
 
@@ -54,3 +56,22 @@ def test_optimize_for_inference_keeps_outputs():
     fast = optimize_for_inference(net, freeze=True, example=x)
     torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(fast(small), ref_small, rtol=1e-4, atol=1e-5)  # eager fallback
+
+
+def test_bench_cli_builds_the_context_head_it_is_asked_for(tmp_path):
+    # fcnseg bench --context: the row is the model with that head (its name, its parameters),
+    # so a context head's cost is timed the way users time the plain FCN
+    from fcnseg.cli import main
+
+    rows = {}
+    for context in ("none", "pyramid"):
+        path = tmp_path / f"{context}.json"
+        argv = ["bench", "--backbone", "resnet18", "--num-classes", "3", "--size", "64x64"]
+        argv += ["--context", context, "--warmup", "0", "--repeat", "1", "--json", str(path)]
+        assert main(argv) == 0
+        rows[context] = json.loads(path.read_text())[0]
+    assert rows["none"]["name"] == "fcnseg-fcn8s-resnet18" and rows["none"]["context"] is None
+    assert rows["pyramid"]["name"] == "fcnseg-fcn8s-resnet18-pyramid"
+    # PSP: four 1x1 convs 512 -> 128 (with bias); score_fr takes 1024 inputs instead of 512
+    extra = 4 * (512 * 128 + 128) + 512 * 3
+    assert rows["pyramid"]["params"] - rows["none"]["params"] == extra

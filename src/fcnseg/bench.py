@@ -305,22 +305,37 @@ def measure(
     return result
 
 
-def config_name(model: str, backbone: str, pad100: bool, optimize: bool | str) -> str:
-    """The row name of an fcnseg configuration (``fcnseg-fcn8s-vgg16-opt``)."""
+def config_name(
+    model: str, backbone: str, pad100: bool, optimize: bool | str, context: str | None = None
+) -> str:
+    """The row name of an fcnseg configuration (``fcnseg-fcn8s-vgg16-opt``,
+    ``fcnseg-fcn8s-resnet18-global``)."""
     return (
         f"fcnseg-{model}-{backbone}"
         + ("-pad100" if pad100 else "")
+        + (f"-{context}" if context else "")
         + ("-lowmem" if optimize == "onednn_streamed" else "-opt" if optimize else "")
     )
 
 
 def build_fcnseg(
-    model: str, backbone: str, num_classes: int, pad100: bool, weights: str | None, device: str
+    model: str,
+    backbone: str,
+    num_classes: int,
+    pad100: bool,
+    weights: str | None,
+    device: str,
+    context: str | None = None,
 ) -> nn.Module:
     """The fcnseg model as training runs it (``fcnseg.accel.for_training``: fc6/fc7 as matrix
-    products on the CPU), in eval mode."""
+    products on the CPU), in eval mode; ``context`` as ``build_model``'s."""
     net = build_model(
-        model, backbone=backbone, num_classes=num_classes, pad100=pad100, weights=weights
+        model,
+        backbone=backbone,
+        num_classes=num_classes,
+        pad100=pad100,
+        weights=weights,
+        context=context,
     )
     return for_training(net, device).eval()
 
@@ -332,6 +347,7 @@ def run_benchmark(
     pad100: bool = False,
     num_classes: int = 21,
     weights: str | None = None,
+    context: str | None = None,
     optimize: bool | str = False,
     isolate: bool = False,
     **kwargs: Any,
@@ -339,7 +355,7 @@ def run_benchmark(
     """Build one fcnseg configuration and :func:`measure` it (``kwargs`` go to ``measure``).
 
     Args:
-        model, backbone, pad100, num_classes, weights: the model (``build_model``).
+        model, backbone, pad100, num_classes, weights, context: the model (``build_model``).
         optimize: see :func:`measure`; ``"onednn_streamed"`` first saves the model and loads
             it memory-mapped (the low-memory mode needs file-backed weights).
         isolate: measure in a fresh ``python -m fcnseg.bench`` process (a fair peak RSS).
@@ -350,18 +366,21 @@ def run_benchmark(
     Raises:
         ValueError: unknown names or impossible combinations.
     """
-    config = dict(model=model, backbone=backbone, pad100=pad100, num_classes=num_classes)
+    config = dict(
+        model=model, backbone=backbone, pad100=pad100, num_classes=num_classes, context=context
+    )
     if isolate:
         for key in ("size", "train_size"):
             if kwargs.get(key) is not None:
                 kwargs[key] = parse_size(kwargs[key])
         return run_isolated({**config, "weights": weights, "optimize": optimize, **kwargs})
-    net = build_fcnseg(model, backbone, num_classes, pad100, weights, kwargs.get("device", "cpu"))
+    device = kwargs.get("device", "cpu")
+    net = build_fcnseg(model, backbone, num_classes, pad100, weights, device, context)
     with tempfile.TemporaryDirectory(prefix="fcnseg-bench-") as mapped_dir:
         if optimize == "onednn_streamed":
             net = memory_mapped_copy(net, mapped_dir)
         result = measure(net, num_classes=num_classes, optimize=optimize, **kwargs)
-    name = config_name(model, backbone, pad100, optimize)
+    name = config_name(model, backbone, pad100, optimize, context)
     return {"name": name, **config, **result}
 
 

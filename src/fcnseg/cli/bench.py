@@ -45,6 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-classes", type=int, default=21)
     parser.add_argument("--pad100", action="store_true", help="the Caffe reference geometry")
     parser.add_argument("--weights", default=None, help="full-FCN weights file (optional)")
+    parser.add_argument(
+        "--context",
+        type=lambda name: None if name.lower() == "none" else name,
+        default=None,
+        help="a context head on the stride-32 map: global (ParseNet) or pyramid (PSPNet); "
+        "default none, the paper's FCN",
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
     parser.add_argument("--channels-last", action="store_true", help="NHWC model and input")
@@ -84,7 +91,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(batch sizes from --onnx-batches)",
     )  # fmt: skip
     q.add_argument("--checkpoint", default=None, help="--int8: a trained model (fcnseg file)")
-    q.add_argument("--context", default=None, help="--int8: global context (None, global, ...)")
     add_int8_options(q)
 
 
@@ -125,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
             backbone=args.backbone,
             pad100=args.pad100,
             weights=args.weights,
+            context=args.context,
             optimize=optimize,
             **common,
         )
