@@ -261,6 +261,24 @@ def test_folder_errors_name_the_offending_file(tmp_path):
         build_dataset("folder", root=tmp_path / "empty")
 
 
+def test_folder_joins_splits_with_a_plus(tmp_path):
+    make_folder(tmp_path, "index")  # train: a, b, c
+    (tmp_path / "val" / "images").mkdir(parents=True)
+    (tmp_path / "val" / "masks").mkdir(parents=True)
+    write_rgb(tmp_path / "val" / "images" / "d.png", 6, 5, seed=9)
+    Image.fromarray(np.zeros((6, 5), np.uint8), mode="L").save(tmp_path / "val" / "masks" / "d.png")
+    both = build_dataset("folder", root=tmp_path, split="train+val")
+    assert [image.name for image, _ in both.files] == ["a.png", "b.jpg", "c.jpeg", "d.png"]
+    assert both[3][1].shape == (6, 5)
+
+    write_rgb(tmp_path / "val" / "images" / "a.png", 6, 5, seed=3)  # "a" is in train too
+    Image.fromarray(np.zeros((6, 5), np.uint8), mode="L").save(tmp_path / "val" / "masks" / "a.png")
+    with pytest.raises(ValueError, match=r"val[/\\]images[/\\]a\.png and .*share the stem"):
+        build_dataset("folder", root=tmp_path, split="train+val")
+    with pytest.raises(FileNotFoundError, match=r"missing folder .*test"):
+        build_dataset("folder", root=tmp_path, split="train+test")
+
+
 # --- CamVid (real data) -----------------------------------------------------------------
 @pytest.mark.skipif(not CAMVID.is_dir(), reason=f"real CamVid not found at {CAMVID.resolve()}")
 def test_camvid_real_data():

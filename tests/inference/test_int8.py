@@ -156,6 +156,18 @@ def test_bench_int8_times_three_runtimes_side_by_side(exported, tmp_path, capsys
     assert result["machine"]["isa"]
 
 
+def test_bench_int8_checkpoint_refuses_model_options(exported, capsys):
+    """A checkpoint carries its own model: a --backbone or --context beside it would be
+    silently ignored, so the command stops (exit 2) and names them."""
+    argv = ["bench", "--int8", "--checkpoint", str(exported["ckpt"]), "--size", "64x96",
+            "--calibration", str(exported["calib"]), "--backbone", "resnet18",
+            "--context", "global"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "carries its own model: drop --backbone, --context" in err
+
+
 @pytest.mark.parametrize("problem", ["no calibration", "empty folder", "not onnx"])
 def test_cli_int8_user_errors_exit_2(exported, tmp_path, capsys, problem):
     argv = ["export", "--checkpoint", str(exported["ckpt"]), "--format", "onnx", "--int8"]

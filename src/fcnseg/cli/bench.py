@@ -5,7 +5,8 @@
                  [--optimize [CANDIDATE]] [--train] [--peers] [--isolate] [--json FILE]
     fcnseg bench --onnx FP32.onnx INT8.onnx --size 360x480 [--onnx-batches 1,8] [--threads 2]
     fcnseg bench --int8 --calibration DIR --backbone mobilenet_v3_large --size 360x480
-                 [--checkpoint run/best.pt | --context global] [--onnx-batches 1,8]
+                 (--checkpoint run/best.pt | --backbone mobilenet_v3_large [--context global])
+                 [--onnx-batches 1,8]
 
 The configuration runs through ``fcnseg.bench.run_benchmark``. The comparison with peers
 (torchfcn's network of the same head, torchvision's fcn_resnet50), FLOPs and the GEMM peak are
@@ -28,6 +29,17 @@ from pathlib import Path
 
 from fcnseg.cli.int8_options import add_int8_options, int8_options
 
+# The model options' defaults; a --checkpoint carries its own model, so --int8 refuses any of
+# these set beside it rather than time a model the user did not ask for.
+MODEL_DEFAULTS = {
+    "model": "fcn8s",
+    "backbone": "vgg16",
+    "num_classes": 21,
+    "pad100": False,
+    "weights": None,
+    "context": None,
+}
+
 PEERS_HINT = (
     "--peers: the peer comparison lives in the repository's benchmarks/ harness; run from a "
     "checkout (python -m fcnseg bench ... --peers, or python -m benchmarks.run)"
@@ -38,11 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fcnseg.bench import DTYPES
     from fcnseg.models import list_backbones, list_models
 
-    parser.add_argument("--model", default="fcn8s", choices=list_models())
-    parser.add_argument("--backbone", default="vgg16", choices=list_backbones())
+    parser.add_argument("--model", default=MODEL_DEFAULTS["model"], choices=list_models())
+    parser.add_argument("--backbone", default=MODEL_DEFAULTS["backbone"], choices=list_backbones())
     parser.add_argument("--size", default="500x500", help="input HxW (default 500x500)")
     parser.add_argument("--batch", type=int, default=1, help="images per forward (default 1)")
-    parser.add_argument("--num-classes", type=int, default=21)
+    parser.add_argument("--num-classes", type=int, default=MODEL_DEFAULTS["num_classes"])
     parser.add_argument("--pad100", action="store_true", help="the Caffe reference geometry")
     parser.add_argument("--weights", default=None, help="full-FCN weights file (optional)")
     parser.add_argument(
@@ -198,6 +210,10 @@ def _run_int8(args: argparse.Namespace) -> int:
     if args.device != "cpu" or args.dtype != "fp32":
         raise ValueError("--int8 compares CPU runtimes: leave --device cpu and --dtype fp32")
     if args.checkpoint:
+        changed = [k for k, v in MODEL_DEFAULTS.items() if getattr(args, k) != v]
+        if changed:
+            flags = ", ".join("--" + k.replace("_", "-") for k in changed)
+            raise ValueError(f"--checkpoint {args.checkpoint} carries its own model: drop {flags}")
         model = load_model(args.checkpoint)
     else:
         model = build_model(

@@ -55,7 +55,8 @@ class FolderSegmentation(SegmentationDataset):
 
     Args:
         root: the dataset folder (holding ``classes.txt``).
-        split: sub-folder name (``train``, ``val``, ...).
+        split: sub-folder name (``train``, ``val``, ...); ``"train+val"`` joins several
+            splits into one dataset (to train a final model on both).
         transforms: ``callable(image, mask)`` applied to each sample.
         void_values: mask values that mean "unlabelled"; mapped to 255 (ignore).
         palette: colours to use instead of ``palette.txt`` (for RGB masks and display).
@@ -107,17 +108,27 @@ class FolderSegmentation(SegmentationDataset):
         self._set_classes(classes, self._colour_palette)
         self.void_values = tuple(int(v) for v in void_values)
 
+        # "train+val" joins splits (train on both for a final model, as mmsegmentation's
+        # ConcatDataset of two splits); a stem in two of them is an error like one in one split.
+        self.unpaired: list[tuple[Path, Path]] = []
+        seen: dict[str, Path] = {}
+        pairs: list[tuple[Path, Path]] = []
+        for part in split.split("+"):
+            pairs += self._pairs(part, strict, seen)
+        self.files = pairs if limit is None else pairs[: int(limit)]
+
+    def _pairs(self, split: str, strict: bool, seen: dict[str, Path]) -> list[tuple[Path, Path]]:
+        """The (image, mask) pairs of one split folder, sorted by image name."""
+        name = self.dataset_name
         image_dir = self.root / split / "images"
         mask_dir = self.root / split / "masks"
         for d in (image_dir, mask_dir):
             if not d.is_dir():
                 raise FileNotFoundError(f"{name}: missing folder {d}")
         images = sorted(p for p in image_dir.iterdir() if p.is_file() and is_image_file(p))
-        self.unpaired: list[tuple[Path, Path]] = []
         if not images and strict:
             others = "/".join(IMAGE_EXTENSIONS[3:])
             raise ValueError(f"{name}: no .png/.jpg/.jpeg images in {image_dir} (nor {others})")
-        seen: dict[str, Path] = {}
         pairs = []
         for image in images:
             if image.stem in seen:
@@ -130,7 +141,7 @@ class FolderSegmentation(SegmentationDataset):
                 self.unpaired.append((image, mask))
                 continue
             pairs.append((image, mask))
-        self.files = pairs if limit is None else pairs[: int(limit)]
+        return pairs
 
     def load_mask(self, path: str | Path) -> torch.Tensor:
         """Index / palette PNG -> indices; RGB -> indices through the palette; voids -> 255."""
