@@ -29,7 +29,25 @@ SETTINGS = {
     "QDQ, Conv only": {"format": "QDQ", "op_types": ["Conv"]},
     "QOperator, every op": {"format": "QOperator"},
     "QDQ, every op, reduce_range": {"format": "QDQ", "reduce_range": True},
+    # depthwise (grouped) convolutions stay float32: int8 only where the work is dense GEMM
+    "QDQ, reduce_range, depthwise float": {
+        "format": "QDQ",
+        "reduce_range": True,
+        "exclude_grouped": True,
+    },
 }
+
+
+def grouped_convs(path: Path) -> list[str]:
+    """Names of the Conv nodes with ``group > 1`` (depthwise ones) in an ONNX file."""
+    import onnx
+
+    out = []
+    for node in onnx.load(str(path)).graph.node:
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if node.op_type == "Conv" and group > 1:
+            out.append(node.name)
+    return out
 
 
 def quantize(fp32: Path, out: Path, images: list[Path], preprocess, size, setting: dict) -> None:
@@ -44,6 +62,7 @@ def quantize(fp32: Path, out: Path, images: list[Path], preprocess, size, settin
         _calibration_reader(images, preprocess, size),
         quant_format=QuantFormat.QDQ if setting["format"] == "QDQ" else QuantFormat.QOperator,
         op_types_to_quantize=setting.get("op_types"),
+        nodes_to_exclude=grouped_convs(prepared) if setting.get("exclude_grouped") else None,
         per_channel=True,
         reduce_range=setting.get("reduce_range", False),
         weight_type=QuantType.QInt8,
