@@ -4,7 +4,7 @@
                  [--device cpu|cuda] [--dtype fp32|bf16|fp16] [--channels-last]
                  [--optimize [CANDIDATE]] [--train] [--peers] [--isolate] [--json FILE]
     fcnseg bench --onnx FP32.onnx INT8.onnx --size 360x480 [--onnx-batches 1,8] [--threads 2]
-    fcnseg bench --int8 --calibration DIR --backbone mobilenet_v3_large --size 360x480
+    fcnseg bench --int8 --calibration DIR --size 360x480
                  (--checkpoint run/best.pt | --backbone mobilenet_v3_large [--context global])
                  [--onnx-batches 1,8]
 

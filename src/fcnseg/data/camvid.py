@@ -37,7 +37,7 @@ class CamVidSegmentation(FolderSegmentation):
 
     Args:
         root: the folder holding ``classes.txt`` and ``{train,val,test}/``.
-        split: ``train``, ``val`` or ``test``.
+        split: ``train``, ``val`` or ``test``, or several joined with ``+`` (``train+val``).
         transforms: ``callable(image, mask)`` applied to each sample.
         strict: see :class:`~fcnseg.data.FolderSegmentation` (``False``: collect images
             without masks in ``unpaired`` instead of raising).
