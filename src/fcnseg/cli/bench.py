@@ -55,12 +55,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", default="500x500", help="input HxW (default 500x500)")
     parser.add_argument("--batch", type=int, default=1, help="images per forward (default 1)")
     parser.add_argument("--num-classes", type=int, default=MODEL_DEFAULTS["num_classes"])
-    parser.add_argument("--pad100", action="store_true", help="the Caffe reference geometry")
-    parser.add_argument("--weights", default=None, help="full-FCN weights file (optional)")
+    parser.add_argument(
+        "--pad100", action="store_true", default=MODEL_DEFAULTS["pad100"],
+        help="the Caffe reference geometry",
+    )  # fmt: skip
+    parser.add_argument(
+        "--weights", default=MODEL_DEFAULTS["weights"], help="full-FCN weights file (optional)"
+    )
     parser.add_argument(
         "--context",
         type=lambda name: None if name.lower() == "none" else name,
-        default=None,
+        default=MODEL_DEFAULTS["context"],
         help="a context head on the stride-32 map: global (ParseNet) or pyramid (PSPNet); "
         "default none, the paper's FCN",
     )
