@@ -25,10 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from fcnseg.plots import read_run_log
 
 HELD_OUT = "0001TP"
 ROOT = Path("runs/camvid_heldout")
@@ -80,11 +83,12 @@ def run_variant(
             "--out", str(out / label), "--no-progress",
         )  # fmt: skip
         scores[label] = json.loads((out / label / "metrics.json").read_text())
-    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    steps = max((h.get("step", 0) for h in history), default=0)
+    log = read_run_log(out)
+    steps = max((e["step"] for e in log["train"] + log["eval"]), default=0)
     row = {
         "name": name, "config": config, "minutes": minutes, "sets": sets, "steps": steps,
-        "wall_s": round(trained_s), "cpu": platform.processor() or platform.machine(),
+        "images_per_s": _median_images_per_s(log), "wall_s": round(trained_s),
+        "cpu": platform.processor() or platform.machine(),
         "isa": _isa(), "held_out": held_out, "val": scores["val"], "heldout": scores["heldout"],
     }  # fmt: skip
     ROOT.mkdir(parents=True, exist_ok=True)
@@ -93,24 +97,41 @@ def run_variant(
     return row
 
 
+def _median_images_per_s(log: dict[str, list[dict]]) -> float | None:
+    rates = [e["images_per_s"] for e in log["train"] if "images_per_s" in e]
+    return round(statistics.median(rates), 2) if rates else None
+
+
+def _images_per_s(row: dict) -> float | None:
+    """The row's median training speed; rows written before it was recorded read it from the
+    run folder when that is still there."""
+    if "images_per_s" in row:
+        return row["images_per_s"]
+    try:
+        return _median_images_per_s(read_run_log(ROOT / row["name"]))
+    except FileNotFoundError:
+        return None
+
+
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| variant | held out | --set | steps | val mIoU | held-out mIoU | held-out pixel acc "
-        "| held-out min class |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | held out | --set | steps | train img/s (median) | val mIoU | held-out mIoU "
+        "| held-out pixel acc | held-out boundary IoU | held-out min class |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         iu = r["heldout"]["iou"]
         worst = min(range(len(iu)), key=lambda c: iu[c] if iu[c] is not None else 1.0)
+        speed = _images_per_s(r)
         lines.append(
             f"| {r['name']} | {r.get('held_out', HELD_OUT)} | {' '.join(r['sets']) or '(recipe)'} "
-            f"| {r['steps']} "
+            f"| {r['steps']} | {'-' if speed is None else f'{speed:.1f}'} "
             f"| {_pct(r['val']['mean_iou'])} | **{_pct(r['heldout']['mean_iou'])}** "
-            f"| {_pct(r['heldout']['pixel_acc'])} "
+            f"| {_pct(r['heldout']['pixel_acc'])} | {_pct(r['heldout'].get('boundary_iou'))} "
             f"| {CLASSES[worst] if len(iu) == len(CLASSES) else worst} {_pct(iu[worst])} |"
         )
     lines += ["", "| held-out IU per class | " + " | ".join(r["name"] for r in rows) + " |"]

@@ -56,9 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=1, help="images per forward (default 1)")
     parser.add_argument("--num-classes", type=int, default=MODEL_DEFAULTS["num_classes"])
     parser.add_argument(
-        "--pad100", action="store_true", default=MODEL_DEFAULTS["pad100"],
+        "--pad100",
+        action="store_true",
+        default=MODEL_DEFAULTS["pad100"],
         help="the Caffe reference geometry",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--weights", default=MODEL_DEFAULTS["weights"], help="full-FCN weights file (optional)"
     )

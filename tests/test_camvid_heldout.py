@@ -1,0 +1,43 @@
+"""The held-out runner's table: every figure benchmarks/camvid.md quotes comes from it."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks import camvid_heldout
+
+
+def _scores(mean_iou: float) -> dict:
+    return {
+        "mean_iou": mean_iou,
+        "pixel_acc": 0.8,
+        "boundary_iou": 0.25,
+        "iou": [0.5] * 10 + [0.02],
+    }
+
+
+def _row(name: str, **extra) -> dict:
+    return {
+        "name": name, "sets": [], "steps": 877, "held_out": "0006R0",
+        "val": _scores(0.576), "heldout": _scores(0.38), **extra,
+    }  # fmt: skip
+
+
+def test_table_prints_speed_boundary_iou_and_worst_class():
+    line = camvid_heldout.table([_row("run", images_per_s=5.87)]).splitlines()[2]
+    assert line == (
+        "| run | 0006R0 | (recipe) | 877 | 5.9 | 57.6 | **38.0** | 80.0 | 25.0 | Bicyclist 2.0 |"
+    )
+
+
+def test_table_reads_speed_of_older_rows_from_their_run_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(camvid_heldout, "ROOT", tmp_path)
+    (tmp_path / "old").mkdir()
+    events = [
+        {"event": "train", "step": s, "images_per_s": r}
+        for s, r in ((10, 4.0), (20, 6.0), (30, 5.0))
+    ]
+    (tmp_path / "old" / "metrics.jsonl").write_text("\n".join(json.dumps(e) for e in events))
+    lines = camvid_heldout.table([_row("old"), _row("gone")]).splitlines()
+    assert "| 877 | 5.0 |" in lines[2]  # the median of the logged windows
+    assert "| 877 | - |" in lines[3]  # no run folder left: unknown, not made up
