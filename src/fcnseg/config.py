@@ -110,6 +110,9 @@ class TrainConfig:
     loss_reduction: Literal["mean", "sum"] = "mean"  # "sum" = Caffe's normalize: false
     class_weights: list[float] | Literal["median_freq", "sqrt_median_freq"] | None = None
     bias_lr_mult: float = 2.0
+    backbone_lr_mult: float = 1.0  # the pretrained backbone's rate, as a fraction of lr
+    freeze_bn: bool = False  # keep the backbone's BatchNorm statistics (ImageNet's) fixed
+    channels_last: bool = False  # NHWC activations: depthwise/1x1 nets (EfficientNet) run faster
     bias_decay: bool = False
     grad_accum: int = 1
     clip_grad_norm: float | None = None

@@ -20,6 +20,8 @@ from fcnseg.data.palettes import colorize
 
 __all__ = [
     "classes_present",
+    "colormap",
+    "heatmap_figure",
     "comparison_figure",
     "confusion_matrix_image",
     "legend_image",
@@ -249,3 +251,60 @@ def confusion_matrix_image(
                 )
     draw.text((4, top + n * cell + 6), "rows: ground truth (% of row)", fill=_TEXT, font=font)
     return canvas
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """The 'jet' colour ramp (blue -> cyan -> yellow -> red) for values in [0, 1]: uint8 (..., 3).
+
+    Piecewise-linear channels: red ``1.5 - |4v - 3|``, green ``1.5 - |4v - 2|``,
+    blue ``1.5 - |4v - 1|``, each clipped to [0, 1].
+    """
+    v = np.clip(values.astype(np.float32), 0.0, 1.0)[..., None]
+    centres = np.array([3.0, 2.0, 1.0], dtype=np.float32)
+    rgb = np.clip(1.5 - np.abs(4.0 * v - centres), 0.0, 1.0)
+    return np.round(rgb * 255).astype(np.uint8)
+
+
+_BAR_W = 14
+
+
+def heatmap_figure(image, panels: Sequence[tuple[str, np.ndarray]], alpha: float = 0.5) -> Image.Image:
+    """input | one heatmap per ``(title, probability map (H, W))`` | a colour bar.
+
+    Each map is drawn relative to its own peak (the title gives the peak), blended over the
+    image with opacity ``alpha``; the bar reads from 0 to that peak.
+    """
+    image = _rgb(image)
+    height, width = image.shape[:2]
+    cells = [("input", image)]
+    for title, prob in panels:
+        peak = float(prob.max())
+        norm = prob / peak if peak > 0 else prob
+        blended = alpha * colormap(norm).astype(np.float32) + (1 - alpha) * image
+        cells.append((title, np.round(blended).astype(np.uint8)))
+    bar_x = _GAP + len(cells) * (width + _GAP)
+    canvas = Image.new("RGB", (bar_x + _BAR_W + 40, height + _TITLE_H + _GAP), _WHITE)
+    draw = ImageDraw.Draw(canvas)
+    font = _font()
+    for i, (title, cell) in enumerate(cells):
+        x = _GAP + i * (width + _GAP)
+        draw.text((x + 2, 3), _fit(draw, title, font, width - 4), fill=_TEXT, font=font)
+        canvas.paste(Image.fromarray(np.ascontiguousarray(cell)), (x, _TITLE_H))
+    ramp = np.linspace(1.0, 0.0, height, dtype=np.float32)[:, None].repeat(_BAR_W, 1)
+    canvas.paste(Image.fromarray(colormap(ramp)), (bar_x, _TITLE_H))
+    draw.text((bar_x, 3), "p/peak", fill=_TEXT, font=font)
+    for frac, label in ((1.0, "1"), (0.5, "0.5"), (0.0, "0")):
+        y = _TITLE_H + round((1 - frac) * (height - 1))
+        draw.line([(bar_x + _BAR_W, y), (bar_x + _BAR_W + 3, y)], fill=_TEXT)
+        label_y = min(max(y - 6, _TITLE_H), _TITLE_H + height - 12)
+        draw.text((bar_x + _BAR_W + 5, label_y), label, fill=_TEXT, font=font)
+    return canvas
+
+
+def _fit(draw, text: str, font, width: int) -> str:
+    """``text``, shortened with an ellipsis until it fits ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while len(text) > 1 and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."

@@ -22,7 +22,7 @@ from fcnseg.io.files import (  # noqa: F401 - re-exported
     load_file,
     load_state_dict_file,
 )
-from fcnseg.models import build_model
+from fcnseg.models import build_model_from_config
 
 # the file layer's names stay importable from here (fcnseg.engine.checkpoint.CheckpointError, ...)
 __all__ = [*files.__all__, "load_model", "read_checkpoint", "save_model"]
@@ -66,17 +66,7 @@ def load_model(
     # Built on the meta device (no memory, no random init), then the file's tensors are
     # assigned as the parameters and buffers: the weights are never held twice.
     with torch.device("meta"):
-        model = build_model(
-            cfg.pop("arch"),
-            backbone=cfg.pop("backbone"),
-            num_classes=cfg.pop("num_classes"),
-            pad100=cfg.pop("pad100", False),
-            learnable_upsampling=cfg.pop("learnable_upsampling", False),
-            class_names=cfg.pop("class_names", None),
-            palette=cfg.pop("palette", None),
-            preprocess=cfg.pop("preprocess", None),
-            context=cfg.pop("context", None),
-        )
+        model = build_model_from_config(cfg, load_weights=False)
     try:
         model.load_state_dict(ckpt["model"], assign=True)
     except RuntimeError as e:

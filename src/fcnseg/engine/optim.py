@@ -35,28 +35,41 @@ def param_groups(
     weight_decay: float,
     bias_lr_mult: float = 2.0,
     bias_decay: bool = False,
+    backbone_lr_mult: float = 1.0,
 ) -> list[dict]:
-    """Split the trainable parameters of ``model`` into a weight group and a bias group.
+    """Split the trainable parameters of ``model`` into weight and bias groups, the backbone's
+    (parameters named ``backbone.*``: the pretrained classifier) apart from the head's.
+
+    Fine-tuning a pretrained backbone at a fraction of the head's rate (``backbone_lr_mult``)
+    keeps its ImageNet features while the new score layers learn.
 
     Returns:
-        ``[{"name": "weights", "params", "lr", "weight_decay"}, {"name": "biases", ...}]``
-        (a group with no parameters is left out). Parameters with ``requires_grad=False`` are
-        in neither.
+        ``[{"name": "weights", "params", "lr", "weight_decay"}, {"name": "biases", ...},
+        {"name": "backbone_weights", ...}, {"name": "backbone_biases", ...}]`` (a group with
+        no parameters is left out; with ``backbone_lr_mult=1`` the backbone shares the head's
+        groups). Parameters with ``requires_grad=False`` are in none.
     """
-    weights, biases = [], []
+    split = backbone_lr_mult != 1.0
+    buckets: dict[str, list] = {"weights": [], "biases": [], "backbone_weights": [], "backbone_biases": []}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (biases if name.endswith("bias") else weights).append(p)
-    groups = [
-        {"name": "weights", "params": weights, "lr": lr, "weight_decay": weight_decay},
-        {
-            "name": "biases",
-            "params": biases,
-            "lr": lr * bias_lr_mult,
-            "weight_decay": weight_decay if bias_decay else 0.0,
-        },
-    ]
+        kind = "biases" if name.endswith("bias") else "weights"
+        in_backbone = split and name.removeprefix("module.").startswith("backbone.")
+        buckets[f"backbone_{kind}" if in_backbone else kind].append(p)
+    groups = []
+    for name, params in buckets.items():
+        is_bias = name.endswith("biases")
+        groups.append(
+            {
+                "name": name,
+                "params": params,
+                "lr": lr
+                * (bias_lr_mult if is_bias else 1.0)
+                * (backbone_lr_mult if name.startswith("backbone") else 1.0),
+                "weight_decay": weight_decay if (bias_decay or not is_bias) else 0.0,
+            }
+        )
     return [g for g in groups if g["params"]]
 
 
@@ -69,7 +82,12 @@ def build_optimizer(model: nn.Module, train_cfg) -> torch.optim.Optimizer:
     if not train_cfg.lr > 0:
         raise ValueError(f"train.lr must be > 0, got {train_cfg.lr}")
     groups = param_groups(
-        model, train_cfg.lr, train_cfg.weight_decay, train_cfg.bias_lr_mult, train_cfg.bias_decay
+        model,
+        train_cfg.lr,
+        train_cfg.weight_decay,
+        train_cfg.bias_lr_mult,
+        train_cfg.bias_decay,
+        train_cfg.backbone_lr_mult,
     )
     if not groups:
         raise ValueError("the model has no trainable parameters")

@@ -49,6 +49,7 @@ state), :mod:`~fcnseg.engine.sampling` (sample order and augmentation draws),
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -88,7 +89,7 @@ from fcnseg.engine.sampling import EpochBatches, SeededSamples, sample_seed
 from fcnseg.engine.seeding import rng_state, seed_everything, set_rng_state, worker_init
 from fcnseg.io.devices import resolve_device  # one device rule for training and inference
 from fcnseg.io.images import set_max_image_pixels
-from fcnseg.models import build_model, transfer_weights
+from fcnseg.models import build_model_from_config, transfer_weights
 from fcnseg.models.weights import check_compatible, read_fcn_weights
 
 __all__ = [
@@ -208,17 +209,13 @@ class Trainer:
     def _build_model(self, init: bool) -> None:
         """The FCN (and ``model.init_from`` unless resuming), on the training device."""
         m, t = self.cfg.model, self.cfg.train
-        self.model = build_model(
-            m.arch,
-            backbone=m.backbone,
-            num_classes=m.num_classes,
-            pad100=m.pad100,
-            weights_backbone=m.weights_backbone,
-            weights=m.weights,
-            learnable_upsampling=m.learnable_upsampling,
-            class_names=list(self.train_set.classes),
-            palette=self.train_set.palette,
-            context=m.context,
+        description = {k: v for k, v in dataclasses.asdict(m).items() if k != "init_from"}
+        self.model = build_model_from_config(
+            {
+                **description,
+                "class_names": list(self.train_set.classes),
+                "palette": self.train_set.palette,
+            }
         )
         self.init_copied: list[str] = []
         if m.init_from and init:
@@ -226,6 +223,8 @@ class Trainer:
         if t.sync_bn:
             convert_sync_batchnorm(self.model, self.device)
         self.model.to(self.device, dtype=self.dtype)
+        if t.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         for_training(self.model, self.device)  # CPU: fc6/fc7 as matmuls (same state dict)
 
     def _copy_init_weights(self, path: str) -> list[str]:
@@ -412,6 +411,8 @@ class Trainer:
         Returns the global batch's loss and image count. Raises :class:`TrainingDiverged`
         before the backward of a NaN/inf loss."""
         images = images.to(self.device, self.dtype, non_blocking=True)
+        if self.cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         masks = masks.to(self.device, non_blocking=True)
         with nullcontext() if sync else self.net.no_sync():
             with self._autocast():
@@ -512,6 +513,15 @@ class Trainer:
         every = self.cfg.train.checkpoint_every
         return self.step % every == 0 if every else end_of_epoch
 
+    def _train_mode(self) -> None:
+        """Training mode; with ``train.freeze_bn`` the backbone's BatchNorm layers stay in
+        eval mode (their ImageNet statistics are used and kept; scale and shift still learn)."""
+        self.net.train()
+        if self.cfg.train.freeze_bn:
+            for m in self.model.backbone.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
     def _after_step(self, loss: float, images: int, lr: float) -> bool:
         """Bookkeeping of one optimiser step: epoch count, stop rule, log, evaluation,
         checkpoint, callbacks. Returns True at the end of an epoch."""
@@ -525,7 +535,7 @@ class Trainer:
         if self._eval_due():
             self.run_eval()
             self._evaluated_at = self.step
-            self.net.train()
+            self._train_mode()
         if self._checkpoint_due(end_of_epoch):
             self.save_checkpoint()
         for fn in self.callbacks:
@@ -593,7 +603,7 @@ class Trainer:
             self.log.write(
                 "init", self.step, init_from=cfg.model.init_from, copied=len(self.init_copied)
             )
-        self.net.train()
+        self._train_mode()
         self.optimizer.zero_grad(set_to_none=True)
         self._bar = tqdm(
             total=self.total_steps, initial=self.step, desc=f"train {cfg.model.arch}",

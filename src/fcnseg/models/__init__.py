@@ -7,6 +7,7 @@ Heads: fcn32s, fcn16s, fcn8s, fcn8s_atonce. Backbones: see ``list_backbones()``.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from fcnseg.data.transforms import CAFFE_PREPROCESS
 from fcnseg.data.transforms import DEFAULT_PREPROCESS as IMAGENET_PREPROCESS
 from fcnseg.io.files import CheckpointError
 from fcnseg.models.backbones import backbone_archs, build_backbone, list_backbones
+from fcnseg.models.pretrained import WeightsEntry, backbone_preprocess, resolve_weights
 from fcnseg.models.context import CONTEXT_HEADS, list_contexts
 from fcnseg.models.convolutionalize import convolutionalize
 from fcnseg.models.fcn import FCN
@@ -58,8 +60,11 @@ def build_model(
         num_classes: number of output channels C.
         pad100: the Caffe reference geometry (VGG16 family): conv1_1 padding 100 and the
             reference crops. Default ``False``: aligned maps without the padding (cheaper).
-        weights_backbone: ImageNet weights for the backbone: a torchvision enum name
-            (``"IMAGENET1K_V1"``, ``"DEFAULT"``) or a torchvision-format state-dict file.
+        weights_backbone: ImageNet weights for the backbone, any reference
+            :func:`fcnseg.models.pretrained.resolve_weights` takes: a torchvision enum name
+            (``"IMAGENET1K_V1"``), a timm tag, ``"DEFAULT"`` (the best weights known for the
+            backbone: for ``efficientnet_lite0/1/2`` the installed package's, offline), or a
+            local state-dict file. Their input normalisation becomes the model's.
         weights: full-FCN weights: an fcnseg checkpoint, a torchfcn checkpoint or a
             Caffe-converted state dict (``fcn8s_from_caffe.pth``).
         learnable_upsampling: train the in-network 2x deconvolutions (CVPR) instead of
@@ -68,8 +73,10 @@ def build_model(
         palette: one ``(r, g, b)`` per class, stored beside the class names (every picture
             of this model's labels uses it); default: the weights' stored palette, else
             :func:`fcnseg.data.palette_for` ``(num_classes)``.
-        preprocess: pixel normalisation the weights expect; default ImageNet mean/std (RGB),
-            or the Caffe convention when ``weights`` is a torchfcn/Caffe file.
+        preprocess: pixel normalisation the weights expect; default: the stored one of
+            ``weights``, the Caffe convention for a torchfcn/Caffe file, else the backbone
+            weights' own (ImageNet mean/std for torchvision, (x - 0.5) / 0.5 for
+            EfficientNet-Lite).
         context: ``None`` (default, the paper's FCN), ``"global"`` (ParseNet global average
             pooling + L2 normalisation, concatenated) or ``"pyramid"`` (PSPNet bins 1, 2, 3, 6),
             applied to the stride-32 map before its score layer.
@@ -100,9 +107,11 @@ def build_model(
         raise ValueError(f"palette: expected {num_classes} (r, g, b) colours with values 0-255")
 
     state, info = (None, {}) if weights is None else read_fcn_weights(weights)
+    entry = resolve_weights(backbone, weights_backbone)
     if preprocess is None:
         stored = info.get("config", {}).get("preprocess")
-        preprocess = stored or (CAFFE_PREPROCESS if info.get("reference") else IMAGENET_PREPROCESS)
+        own = entry.preprocess if entry is not None else backbone_preprocess(backbone)
+        preprocess = stored or (CAFFE_PREPROCESS if info.get("reference") else own)
     config = {
         "arch": name,
         "backbone": backbone,
@@ -113,9 +122,13 @@ def build_model(
         "palette": _palette_list(palette or info.get("config", {}).get("palette"), num_classes),
         "preprocess": copy.deepcopy(preprocess),
         "context": context,
+        "weights_backbone": _reference(weights_backbone),
+        "weights": _reference(weights),
+        # where the backbone's weights came from (licence, source, accuracy): informational
+        "weights_backbone_meta": entry.meta() if entry is not None else None,
     }
     model = FCN(
-        build_backbone(backbone, weights=weights_backbone, pad100=pad100),
+        build_backbone(backbone, weights=entry, pad100=pad100),
         num_classes,
         learnable_upsampling=learnable_upsampling,
         replicate_pad=not pad100,
@@ -130,6 +143,33 @@ def build_model(
                 model.config["class_names"] = info["config"]["class_names"]
         _load_full_weights(model, state, weights)
     return model
+
+
+def _reference(ref: str | Path | None) -> str | None:
+    return None if ref is None else str(ref)
+
+
+#: ``model.config`` keys that describe the model without being build inputs
+INFORMATIONAL_KEYS = ("weights_backbone_meta",)
+
+
+def build_model_from_config(config: dict, *, load_weights: bool = True) -> FCN:
+    """The model that ``config`` (a ``model.config``, a checkpoint's, a recipe's ``model``
+    section as a dict) describes: ``build_model(config["arch"], **the rest)``.
+
+    ``load_weights=False`` leaves out ``weights_backbone`` and ``weights`` (a checkpoint's own
+    state dict replaces them, and the files or packages they name need not exist here).
+
+    Raises:
+        ValueError: a key ``build_model`` does not take (named).
+    """
+    kwargs = {k: v for k, v in config.items() if k not in INFORMATIONAL_KEYS}
+    if not load_weights:
+        kwargs["weights_backbone"] = kwargs["weights"] = None
+    unknown = set(kwargs) - set(MODEL_KEYS) - {"arch"}
+    if unknown:
+        raise ValueError(f"model config: unknown keys {sorted(unknown)}; known: {MODEL_KEYS}")
+    return build_model(kwargs.pop("arch"), **kwargs)
 
 
 def _is_rgb(colour: Sequence) -> bool:
@@ -161,6 +201,10 @@ def _shorthand(name: str):
     return builder
 
 
+#: the keyword arguments of ``build_model``: the model's one description (``model.config``,
+#: a checkpoint's ``config`` and a recipe's ``model`` section hold these keys and ``arch``)
+MODEL_KEYS = tuple(list(inspect.signature(build_model).parameters)[1:])
+
 fcn32s = _shorthand("fcn32s")
 fcn16s = _shorthand("fcn16s")
 fcn8s = _shorthand("fcn8s")
@@ -172,6 +216,7 @@ __all__ = [
     "IMAGENET_PREPROCESS",
     "build_backbone",
     "build_model",
+    "build_model_from_config",
     "convolutionalize",
     "fcn8s",
     "fcn8s_atonce",

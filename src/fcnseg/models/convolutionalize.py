@@ -5,9 +5,11 @@ heatmap instead of one label.
 VGG / AlexNet: fc6 -> 7x7 (AlexNet 6x6) conv, fc7 -> 1x1, fc8 -> 1x1, the adaptive pool
 removed. On a 224x224 input the heatmap is 1x1 and equals the classifier's logits.
 
-ResNet / MobileNet: the global pool is removed and the classifier applied at every location of
-the last feature map (a class activation map). For ResNet the classifier is one linear layer,
-so the spatial mean of the heatmap equals the logits.
+ResNet / MobileNet / EfficientNet(-Lite, timm's): the global pool is removed and the classifier
+applied at every location of the last feature map (a class activation map). Where the
+classifier is one linear layer after the pool (ResNet, EfficientNet), the spatial mean of the
+heatmap equals the logits. EfficientNet's head (``conv_head``, a 1x1 conv with its BatchNorm
+and activation) is already convolutional; its ``classifier`` becomes a 1x1 conv.
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ def convolutionalize(classifier: nn.Module) -> HeatmapNet:
 
     Args:
         classifier: a torchvision ``VGG`` (incl. BN), ``AlexNet``, ``ResNet`` or ``MobileNetV3``
-            model, with whatever weights it holds (they are kept, not copied).
+            model, or timm's ``EfficientNet`` (the EfficientNet-Lite backbones' classifier), with
+            whatever weights it holds (they are kept, not copied).
 
     Returns:
         ``HeatmapNet`` mapping ``(N, 3, H, W)`` to ``(N, num_classes, h, w)`` class scores.
@@ -108,6 +111,9 @@ def convolutionalize(classifier: nn.Module) -> HeatmapNet:
     if isinstance(c, ResNet):
         body = [c.conv1, c.bn1, c.relu, c.maxpool, c.layer1, c.layer2, c.layer3, c.layer4]
         return HeatmapNet(*body, linear_to_conv(c.fc, c.fc.in_features))
+    if _is_timm_efficientnet(c):
+        body = [c.conv_stem, c.bn1, *c.blocks, c.conv_head, c.bn2]
+        return HeatmapNet(*body, linear_to_conv(c.classifier, c.classifier.in_features))
     if isinstance(c, MobileNetV3):
         head = []
         for m in c.classifier:
@@ -115,5 +121,12 @@ def convolutionalize(classifier: nn.Module) -> HeatmapNet:
         return HeatmapNet(c.features, *head)
     raise TypeError(
         f"convolutionalize: unsupported classifier {type(c).__name__}; "
-        "expected a torchvision VGG, AlexNet, ResNet or MobileNetV3"
+        "expected a torchvision VGG, AlexNet, ResNet or MobileNetV3, or timm's EfficientNet"
     )
+
+
+def _is_timm_efficientnet(model: nn.Module) -> bool:
+    """timm's ``EfficientNet`` (``tf_efficientnet_lite0`` ...), recognised by its layers so that
+    timm need not be imported."""
+    names = ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "classifier")
+    return type(model).__name__ == "EfficientNet" and all(hasattr(model, n) for n in names)
