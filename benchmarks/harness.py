@@ -50,10 +50,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.peers import PEERS, PeerUnavailable, build_peer, peers_for
+from fcnseg.accel.precision import PRECISIONS, precision_dtype, resolve_precision
 from fcnseg.accel.timing import Timer, time_interleaved
 from fcnseg.bench import (
-    DTYPES,
-    autocast_for,
     build_fcnseg,
     config_name,
     format_table,
@@ -67,10 +66,8 @@ from fcnseg.bench import (
 from fcnseg.config import parse_size
 
 __all__ = [
-    "DTYPES",
     "PEERS",
     "PeerUnavailable",
-    "autocast_for",
     "bench_confusion_matrix",
     "bench_data_loading",
     "bench_onnxruntime",
@@ -106,7 +103,7 @@ def gemm_kernels(
     from fcnseg.accel.onednn import available as onednn_available
 
     device = torch.device(device)
-    dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    dtype = precision_dtype(dtype) if isinstance(dtype, str) else dtype
     n = n or (8192 if device.type == "cuda" else 2048)
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
@@ -261,7 +258,7 @@ def run_benchmark(
     pad100: bool = False,
     num_classes: int = 21,
     device: str = "cpu",
-    dtype: str = "fp32",
+    precision: str = "fp32",
     channels_last: bool = False,
     optimize: bool | str = False,
     train: bool = False,
@@ -283,7 +280,8 @@ def run_benchmark(
     Args:
         model, backbone, pad100, num_classes, weights, context: the fcnseg model (``build_model``).
         size: input ``(H, W)`` or ``"HxW"``; batch: images per forward.
-        device: ``"cpu"`` or ``"cuda"``; dtype: ``"fp32"``, or ``"bf16"``/``"fp16"`` (autocast).
+        device: ``"cpu"`` or ``"cuda"``; precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` or
+            ``"auto"`` (the precision policy, :mod:`fcnseg.accel.precision`).
         channels_last: NHWC memory format for the model and the input.
         optimize: apply ``fcnseg.accel.optimize.optimize_for_inference`` (inference only):
             ``True`` times its candidates and keeps the fastest; a candidate's name
@@ -305,8 +303,8 @@ def run_benchmark(
     kwargs["size"] = parse_size(size)
     if train_size is not None:
         kwargs["train_size"] = parse_size(train_size)
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     if isolate:
         if module is not None:
             raise ValueError("isolate=True rebuilds the model; it cannot take module=")
@@ -322,7 +320,7 @@ def _measure(
     pad100: bool,
     num_classes: int,
     device: str,
-    dtype: str,
+    precision: str,
     channels_last: bool,
     optimize: bool | str,
     train: bool,
@@ -344,7 +342,7 @@ def _measure(
         else _build(model, backbone, num_classes, pad100, peer, weights, device, context)
     )
     timing = dict(
-        size=size, batch=batch, num_classes=num_classes, device=device, dtype=dtype,
+        size=size, batch=batch, num_classes=num_classes, device=device, precision=precision,
         channels_last=channels_last, optimize=optimize, train=train, inference=inference,
         train_batch=train_batch, train_size=train_size, warmup=warmup, repeat=repeat,
         train_repeat=train_repeat,
@@ -363,7 +361,8 @@ def _measure(
         "pad100": None if peer else pad100,
         **result,
     }
-    dev, amp = torch.device(device), DTYPES[dtype]
+    dev = torch.device(device)
+    amp = precision_dtype(resolve_precision(precision, dev))
     if inference:
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         x = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(0))
@@ -372,7 +371,7 @@ def _measure(
         result["gflops"] = count_flops(net, x) / 1e9
         result["achieved_gflops_per_s"] = result["gflops"] / (result["latency_ms"] / 1e3)
     if peak:
-        # "fp32" on CPU/GPU compares with the fp32 GEMM; autocast runs its GEMMs in ``dtype``.
+        # fp32 compares with the fp32 GEMM; autocast runs its GEMMs in the precision's dtype
         result["gemm_peak_gflops"] = gemm_peak(dev, amp)
         if "achieved_gflops_per_s" in result:
             result["peak_fraction"] = result["achieved_gflops_per_s"] / result["gemm_peak_gflops"]

@@ -29,8 +29,6 @@ from typing import Any
 import torch
 
 from benchmarks.harness import (
-    DTYPES,
-    autocast_for,
     bench_confusion_matrix,
     bench_data_loading,
     bench_onnxruntime,
@@ -45,20 +43,21 @@ from benchmarks.harness import (
 )
 from benchmarks.peers import build_peer
 from fcnseg.accel.optimize import optimize_for_inference
+from fcnseg.accel.precision import precision_autocast, resolve_precision
 from fcnseg.models import build_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
-RECIPE = Path(__file__).resolve().parents[1] / "configs" / "camvid_fcn8s_resnet18.yaml"
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "scratch" / "camvid_fcn8s_resnet18.yaml"
 
 # suite -> sizes and repeats (quick: a minute-long sanity run of the whole pipeline)
 SUITES: dict[str, dict[str, Any]] = {
     "cpu": dict(device="cpu", size=(500, 500), train=(2, 360, 480), rt=(360, 480), repeat=5,
-                train_repeat=3, rt_repeat=20, dtype="fp32"),
+                train_repeat=3, rt_repeat=20, precision="fp32"),
     "gpu": dict(device="cuda", size=(500, 500), train=(2, 360, 480), rt=(360, 480), repeat=50,
-                train_repeat=20, rt_repeat=200, dtype="fp32"),
+                train_repeat=20, rt_repeat=200, precision="fp32"),
     "quick": dict(device="cpu", size=(128, 128), train=(1, 96, 128), rt=(96, 128), repeat=2,
-                  train_repeat=1, rt_repeat=3, dtype="fp32"),
+                  train_repeat=1, rt_repeat=3, precision="fp32"),
 }  # fmt: skip
 
 
@@ -72,7 +71,7 @@ def inference_block(s: dict) -> list[dict]:
         size=s["size"],
         batch=1,
         device=s["device"],
-        dtype=s["dtype"],
+        precision=s["precision"],
         repeat=2,  # latency comes from the interleaved pass below
         isolate=True,
     )
@@ -117,26 +116,28 @@ def inference_block(s: dict) -> list[dict]:
             if r["name"] == name:
                 r["optimize_choice_interleaved"] = nets[name].choice
                 r["optimize_candidates_ms"] = nets[name].timings_ms
-    _interleave(rows, nets, x, s["repeat"], s["device"], s["dtype"])
+    _interleave(rows, nets, x, s["repeat"], s["device"], s["precision"])
     tmp.cleanup()
     return rows
 
 
 def _interleave(
-    rows: list[dict], nets: dict, x: torch.Tensor, rounds: int, device: str, dtype: str
+    rows: list[dict], nets: dict, x: torch.Tensor, rounds: int, device: str, precision: str
 ) -> None:
     """Re-time ``rows``' models in alternation and put those latencies in the rows (the
     isolated figures are kept as ``isolated_latency_ms``)."""
 
+    resolved = resolve_precision(precision, device)
+
     def case(net):
         def fn():
-            with torch.inference_mode(), autocast_for(torch.device(device), DTYPES[dtype]):
+            with torch.inference_mode(), precision_autocast(resolved, device):
                 net(x)
 
         return fn
 
     n = 2048  # the machine's GEMM throughput, timed in the same rounds as the models
-    gemms = {f"gemm {k}": fn for k, fn in gemm_kernels(device, dtype, n).items()}
+    gemms = {f"gemm {k}": fn for k, fn in gemm_kernels(device, resolved, n).items()}
     cases = {k: case(v) for k, v in nets.items()} | gemms
     timed = time_interleaved(cases, rounds, 1, device)
     rates = {k: 2 * n**3 / (timed[k]["ms"] / 1e3) / 1e9 for k in gemms}
@@ -163,7 +164,7 @@ def training_block(s: dict) -> list[dict]:
         size=(h, w),
         batch=n,
         device=s["device"],
-        dtype=s["dtype"],
+        precision=s["precision"],
         train=True,
         inference=False,
         train_repeat=1,  # step time comes from the interleaved pass below
@@ -182,7 +183,9 @@ def training_block(s: dict) -> list[dict]:
         "fcnseg-fcn8s-vgg16": build_model("fcn8s"),
         "torchfcn-fcn8s": build_peer("torchfcn-fcn8s"),
     }
-    steps = {k: make_train_step(v.to(s["device"]), x, target, s["dtype"]) for k, v in nets.items()}
+    steps = {
+        k: make_train_step(v.to(s["device"]), x, target, s["precision"]) for k, v in nets.items()
+    }
     timed = time_interleaved(steps, s["train_repeat"], 1, s["device"])
     for r in rows:
         t = timed[r["name"]]
@@ -231,7 +234,7 @@ def realtime_block(s: dict) -> list[dict]:
         size=(h, w),
         batch=1,
         device=s["device"],
-        dtype=s["dtype"],
+        precision=s["precision"],
         repeat=s["rt_repeat"],
         warmup=3,
         isolate=True,
@@ -530,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": load_before,
         "command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
     }
-    peaks = [gemm_peak(s["device"], s["dtype"], detail=True) for _ in range(3)]
+    peaks = [gemm_peak(s["device"], s["precision"], detail=True) for _ in range(3)]
     res["gemm_kernels_gflops"] = {k: statistics.median(p[k] for p in peaks) for k in peaks[0]}
     res["gemm_peak_gflops"] = max(res["gemm_kernels_gflops"].values())
     log(f"GEMM peak {res['gemm_peak_gflops']:.0f} GFLOP/s")

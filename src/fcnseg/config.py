@@ -6,7 +6,7 @@ unknown key or a value of the wrong type raises :class:`ConfigError` naming the 
 what is allowed. Types are checked against the field annotations themselves, so adding a
 field is one line here and nothing else.
 
-    cfg = load_config("configs/camvid_fcn8s_resnet18.yaml", ["train.lr=1e-3", "out=runs/try"])
+    cfg = load_config("configs/camvid_fcn8s_lite0.yaml", ["train.lr=1e-3", "out=runs/try"])
 
 Output paths. A recipe may come from someone else, so it must not make fcnseg write outside
 the run folder it names. The rule:
@@ -54,6 +54,7 @@ __all__ = [
     "config_to_dict",
     "load_config",
     "parse_size",
+    "training_precision",
     "safe_output_path",
     "save_config",
     "stage_configs",
@@ -119,7 +120,10 @@ class TrainConfig:
     max_steps: int | None = None
     max_minutes: float | None = None
     epochs: int = 50
-    amp: bool | Literal["bf16", "fp16"] = False
+    # autocast over fp32 master weights (fcnseg.accel.precision); auto: bf16 where the CPU
+    # (AMX, AVX512-BF16) or GPU computes it natively, else fp32
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    amp: bool | Literal["bf16", "fp16"] = False  # deprecated: precision (amp: true = fp16)
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int | None = None  # steps; None = every epoch
@@ -473,6 +477,23 @@ def stage_configs(cfg: Config) -> list[tuple[str, Config]]:
         resolved.append((stage.name, config_from_dict(d, trust_out=True)))
         previous_out = d["out"]
     return resolved
+
+
+def training_precision(train: TrainConfig) -> str:
+    """``train.precision``, or what the deprecated ``train.amp`` meant (``true``: fp16 on a GPU,
+    as before; ``bf16`` / ``fp16``) when a recipe still sets it.
+
+    Raises:
+        ConfigError: both set to different things.
+    """
+    if train.amp is False or train.amp is None:
+        return train.precision
+    legacy = "fp16" if train.amp is True else train.amp
+    if train.precision not in ("fp32", legacy):
+        raise ConfigError(
+            f"train.amp={train.amp!r} and train.precision={train.precision!r}: set one"
+        )
+    return legacy
 
 
 def parse_size(text: str | Iterable[int], name: str = "size") -> tuple[int, int]:

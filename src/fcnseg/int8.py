@@ -105,7 +105,7 @@ def cpu_has_vnni() -> bool:
     """Whether this CPU has an int8 dot-product instruction (AVX-512 VNNI, AVX-VNNI or AMX), so
     ONNX Runtime's uint8 x int8 kernels accumulate without int16 saturation (False where the
     flags cannot be read)."""
-    from fcnseg.bench import cpu_flags
+    from fcnseg.accel.precision import cpu_flags
 
     return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
@@ -141,7 +141,7 @@ def _calibration_reader(paths: list[Path], preprocess: dict, size: tuple[int, in
     """An ORT ``CalibrationDataReader`` feeding each image resized to ``size``, normalised."""
     from onnxruntime.quantization import CalibrationDataReader
 
-    from fcnseg.inference import load_image
+    from fcnseg.io.images import load_image
 
     normalize = Normalize(preprocess)
 
@@ -172,7 +172,7 @@ def _samples(
             image, mask = ds[i]
             yield image, mask
     else:
-        from fcnseg.inference import load_image
+        from fcnseg.io.images import load_image
 
         for path in (images or [])[:count]:
             yield load_image(path), None
@@ -207,7 +207,7 @@ def int8_parity(
     Raises:
         ValueError: no samples.
     """
-    from fcnseg.engine.evaluation import tta_logits
+    from fcnseg.inference.tta import tta_logits
     from fcnseg.metrics import ConfusionMatrix
 
     if not scale > 0:

@@ -268,7 +268,9 @@ def colormap(values: np.ndarray) -> np.ndarray:
 _BAR_W = 14
 
 
-def heatmap_figure(image, panels: Sequence[tuple[str, np.ndarray]], alpha: float = 0.5) -> Image.Image:
+def heatmap_figure(
+    image, panels: Sequence[tuple[str, np.ndarray]], alpha: float = 0.5
+) -> Image.Image:
     """input | one heatmap per ``(title, probability map (H, W))`` | a colour bar.
 
     Each map is drawn relative to its own peak (the title gives the peak), blended over the

@@ -251,12 +251,12 @@ def test_shards_cover_every_index_once():
 
 
 def test_global_batch_must_divide_by_the_world_size(tmp_path):
-    from fcnseg.engine.trainer import _EpochBatches
+    from fcnseg.engine.sampling import EpochBatches
 
     with pytest.raises(ValueError, match="divisible"):
-        _EpochBatches(9, 3, 2, seed=0, epoch=0, rank=0, world_size=2)
-    halves = [list(_EpochBatches(9, 4, 2, 0, 0, rank=r, world_size=2)) for r in range(2)]
-    whole = list(_EpochBatches(9, 4, 2, 0, 0))
+        EpochBatches(9, 3, 2, seed=0, epoch=0, rank=0, world_size=2)
+    halves = [list(EpochBatches(9, 4, 2, 0, 0, rank=r, world_size=2)) for r in range(2)]
+    whole = list(EpochBatches(9, 4, 2, 0, 0))
     assert [a + b for a, b in zip(*halves, strict=True)] == whole
 
 

@@ -17,8 +17,9 @@ from fcnseg.engine.evaluation import evaluate
 
 REPO = Path(__file__).resolve().parents[2]
 CAMVID = REPO.parent / "shared" / "data" / "camvid"
+# the from-scratch ladder (configs/scratch/); the transferred one: tests/test_realtime_recipe.py
 RECIPES = {
-    arch: REPO / "configs" / f"camvid_{arch}_resnet18.yaml"
+    arch: REPO / "configs" / "scratch" / f"camvid_{arch}_resnet18.yaml"
     for arch in ("fcn32s", "fcn16s", "fcn8s")
 }
 

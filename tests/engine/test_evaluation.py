@@ -8,8 +8,9 @@ from PIL import Image
 import fcnseg
 from fcnseg.cli import main
 from fcnseg.data import build_dataset, build_transforms
-from fcnseg.engine import evaluate, train, tta_logits
-from fcnseg.engine.evaluation import json_safe, parse_tta
+from fcnseg.engine import evaluate, train
+from fcnseg.engine.evaluation import json_safe
+from fcnseg.inference import parse_tta, tta_logits
 
 
 def test_cli_eval_reproduces_evaluate_from_a_checkpoint(tiny_cfg, tmp_path, capsys):

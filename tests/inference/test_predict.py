@@ -13,15 +13,15 @@ from torch import nn
 from fcnseg.data.palettes import load_index_png, save_index_png
 from fcnseg.data.transforms import Normalize
 from fcnseg.inference import (
-    _tile_layout,
     expand_inputs,
-    load_image,
     model_palette,
     output_stride,
     predict,
     predict_logits,
     sliding_window_logits,
 )
+from fcnseg.inference.sliding import _tile_layout
+from fcnseg.io.images import load_image
 
 from . import random_image, tiny_model
 
@@ -74,9 +74,9 @@ def test_predict_logits_shapes(model):
     assert logits[0].dtype == torch.float32
 
 
-def test_predict_half_autocast_runs_on_cpu(model):
+def test_predict_bf16_runs_on_the_cpu_close_to_fp32(model):
     img = random_image(64, 96, 7)
-    out = predict(model, img, half=True)[0]
+    out = predict(model, img, precision="bf16")[0]
     assert out.shape == (64, 96) and out.dtype == torch.int64
     agree = (out == _reference_labels(model, img)).float().mean()
     assert agree > 0.9  # bfloat16 on the CPU: close, not identical

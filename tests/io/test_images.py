@@ -28,7 +28,6 @@ def _png_bytes(img: Image.Image) -> bytes:
 
 
 def test_one_extension_list_everywhere():
-    assert fcnseg.inference.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS
     assert fcnseg.data.base.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS
     assert {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"} == set(IMAGE_EXTENSIONS)
 

@@ -29,6 +29,12 @@ EXPECTED = {
     ("resnet50", False): CENTRED,
     ("resnet101", False): CENTRED,
     ("mobilenet_v3_large", False): CENTRED,
+    # EfficientNet-Lite (timm's TF ports): TF 'same' padding puts the extra pixel of an even
+    # input on the right, so the grid is probed at widths whose every strided input is odd,
+    # where the padding is symmetric: centre 0 (a map of an even input sits half a pixel left)
+    ("efficientnet_lite0", False): CENTRED,
+    ("efficientnet_lite1", False): CENTRED,
+    ("efficientnet_lite2", False): CENTRED,
 }
 
 

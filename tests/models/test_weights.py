@@ -9,7 +9,7 @@ import torchvision
 from torch import nn
 
 import fcnseg
-from fcnseg.engine.checkpoint import CheckpointError
+from fcnseg.io.files import CheckpointError
 from fcnseg.models import CAFFE_PREPROCESS, IMAGENET_PREPROCESS, transfer_weights
 
 from .reference_fcn import ReferenceFCN

@@ -31,7 +31,7 @@ from fcnseg.data.validation import (
     read_image,
     set_max_image_pixels,
 )
-from fcnseg.engine.checkpoint import CheckpointError, atomic_save, load_file
+from fcnseg.io.files import CheckpointError, atomic_save, load_file
 from tests.reliability.test_bad_data import good_labels, make_clean_folder, write_image, write_mask
 
 # --------------------------------------------------------------------------- checkpoints

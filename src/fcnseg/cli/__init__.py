@@ -45,7 +45,7 @@ OPTIONAL_MODULES = {
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input, not a bug: reported in one line, exit code 2."""
     from fcnseg.config import ConfigError
-    from fcnseg.engine.checkpoint import CheckpointError
+    from fcnseg.io.files import CheckpointError
     from fcnseg.plots import MatplotlibMissing
 
     return (

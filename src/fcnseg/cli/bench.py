@@ -1,7 +1,7 @@
 """``fcnseg bench``: latency, throughput and memory of one fcnseg configuration.
 
     fcnseg bench --model fcn8s --backbone vgg16 --size 500x500 --batch 1 [--pad100]
-                 [--device cpu|cuda] [--dtype fp32|bf16|fp16] [--channels-last]
+                 [--device cpu|cuda] [--precision fp32|bf16|fp16|auto] [--channels-last]
                  [--optimize [CANDIDATE]] [--train] [--peers] [--isolate] [--json FILE]
     fcnseg bench --onnx FP32.onnx INT8.onnx --size 360x480 [--onnx-batches 1,8] [--threads 2]
     fcnseg bench --int8 --calibration DIR --size 360x480
@@ -47,7 +47,7 @@ PEERS_HINT = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from fcnseg.bench import DTYPES
+    from fcnseg.cli.precision_option import add_precision_argument
     from fcnseg.models import list_backbones, list_models
 
     parser.add_argument("--model", default=MODEL_DEFAULTS["model"], choices=list_models())
@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "default none, the paper's FCN",
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
+    add_precision_argument(parser)
     parser.add_argument("--channels-last", action="store_true", help="NHWC model and input")
     parser.add_argument(
         "--optimize",
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch,
         num_classes=args.num_classes,
         device=args.device,
-        dtype=args.dtype,
+        precision=args.precision,
         channels_last=args.channels_last,
         train=args.train,
         train_size=parse_size(args.train_size, "--train-size") if args.train_size else None,
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         load = machine.get("load_avg_1m")
         print(
             f"\n{machine['cpu']}, {machine['torch_threads']} threads, torch {machine['torch']}"
-            + (f", {gemm:.0f} GFLOP/s {args.dtype} GEMM peak" if gemm else "")
+            + (f", {gemm:.0f} GFLOP/s {args.precision} GEMM peak" if gemm else "")
             + (f", load {load:.2f}" if load is not None else "")
         )
     if args.json:
@@ -214,8 +214,8 @@ def _run_int8(args: argparse.Namespace) -> int:
     from fcnseg.models import build_model
 
     options = int8_options(args)
-    if args.device != "cpu" or args.dtype != "fp32":
-        raise ValueError("--int8 compares CPU runtimes: leave --device cpu and --dtype fp32")
+    if args.device != "cpu" or args.precision != "fp32":
+        raise ValueError("--int8 compares CPU runtimes: leave --device cpu and --precision fp32")
     if args.checkpoint:
         changed = [k for k, v in MODEL_DEFAULTS.items() if getattr(args, k) != v]
         if changed:

@@ -43,7 +43,8 @@ def column_titles(configs: list[dict], paths: list[Path]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from fcnseg.data.palettes import load_index_png
     from fcnseg.engine.checkpoint import load_model
-    from fcnseg.inference import load_image, model_palette, predict
+    from fcnseg.inference import model_palette, predict
+    from fcnseg.io.images import load_image
     from fcnseg.viz import comparison_figure
 
     if args.scale < 1:

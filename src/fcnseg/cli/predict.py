@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fcnseg.cli.precision_option import add_precision_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
@@ -37,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap", type=float, default=0.33, help="tile overlap (0..1)")
     parser.add_argument("--batch-size", type=int, default=1, help="same-size images per pass")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    parser.add_argument("--half", action="store_true", help="half-precision autocast")
+    add_precision_argument(parser)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         tta=args.tta,
         window=args.window,
         overlap=args.overlap,
-        half=args.half,
+        precision=args.precision,
         progress=not args.no_progress,
         num_workers=args.workers,
         low_memory=args.low_memory and fast,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from fcnseg.cli.precision_option import add_precision_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fcnseg.serve.settings import ServeSettings
@@ -18,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="TCP port")
     parser.add_argument("--workers", type=int, default=1, help="processes, one model each")
     parser.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ...")
+    add_precision_argument(parser, d.precision)
     parser.add_argument("--max-batch", type=int, default=d.max_batch, help="images per pass")
     parser.add_argument(
         "--max-wait-ms", type=float, default=d.max_wait_ms, help="wait for same-size company"
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         max_bytes=args.max_bytes,
         max_pixels=args.max_pixels,
         device=args.device,
+        precision=args.precision,
         warmup_size=warmup,
         model_name=args.name,
     )

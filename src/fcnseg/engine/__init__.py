@@ -5,7 +5,7 @@
 (what ``fcnseg eval`` runs).
 """
 
-from fcnseg.engine.evaluation import evaluate, tta_logits
+from fcnseg.engine.evaluation import evaluate, evaluate_with_matrix
 from fcnseg.engine.loss import SegmentationLoss, build_loss, median_frequency_weights
 from fcnseg.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 from fcnseg.engine.staged import train, train_staged
@@ -19,10 +19,10 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "evaluate",
+    "evaluate_with_matrix",
     "lr_factor",
     "median_frequency_weights",
     "param_groups",
     "train",
     "train_staged",
-    "tta_logits",
 ]

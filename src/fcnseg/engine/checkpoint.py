@@ -1,9 +1,8 @@
 """fcnseg checkpoints: ``save_model``, ``read_checkpoint`` and ``load_model``.
 
 The file layer (atomic writes, ``weights_only`` loading, safetensors, ``CheckpointError``) is
-:mod:`fcnseg.io.files`; its names are re-exported here for the code that imports them from this
-module. ``load_model`` rebuilds the model from the stored config, so it sits above
-:mod:`fcnseg.models`.
+:mod:`fcnseg.io.files`. ``load_model`` rebuilds the model from the description stored in the
+file (:func:`fcnseg.models.build_model_from_config`), so it sits above :mod:`fcnseg.models`.
 """
 
 from __future__ import annotations
@@ -13,19 +12,10 @@ from typing import Any
 
 import torch
 
-from fcnseg.io import files
-from fcnseg.io.files import (  # noqa: F401 - re-exported
-    FORMAT,
-    VERSION,
-    CheckpointError,
-    atomic_save,
-    load_file,
-    load_state_dict_file,
-)
+from fcnseg.io.files import FORMAT, VERSION, CheckpointError, atomic_save, load_file
 from fcnseg.models import build_model_from_config
 
-# the file layer's names stay importable from here (fcnseg.engine.checkpoint.CheckpointError, ...)
-__all__ = [*files.__all__, "load_model", "read_checkpoint", "save_model"]
+__all__ = ["load_model", "read_checkpoint", "save_model"]
 
 
 def save_model(model: torch.nn.Module, path: str | Path, **extra: Any) -> Path:

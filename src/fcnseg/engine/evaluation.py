@@ -1,5 +1,6 @@
-"""Whole-image evaluation: the paper's four metrics and Boundary IoU over a dataset, with
-optional test-time augmentation (horizontal flip, multiple scales).
+"""Whole-image evaluation: the paper's four metrics and Boundary IoU over a dataset, the model
+run through the inference core (:class:`fcnseg.inference.core.Predictor`: precision, fast path,
+test-time augmentation).
 
 One dataset-level :class:`~fcnseg.metrics.ConfusionMatrix` accumulates every pixel of every
 image, as the Caffe reference ``score.py`` (``compute_hist`` summed over the val list) does,
@@ -10,87 +11,18 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from fcnseg.accel.onednn import for_inference
 from fcnseg.data import pad_collate
-from fcnseg.data.transforms import Normalize
 from fcnseg.engine.distributed import get_world_size, is_dist, is_main_process, shard_indices
+from fcnseg.inference.core import Predictor
 from fcnseg.metrics import BoundaryIoU, ConfusionMatrix
 
-__all__ = ["evaluate", "parse_tta", "tta_logits"]
-
-
-def parse_tta(tta: Sequence | str | None) -> tuple[tuple[float, ...], bool]:
-    """``["flip", 0.75, 1.0, 1.25]`` or ``"flip,0.75,1.0,1.25"`` -> ``((0.75, 1.0, 1.25), True)``.
-
-    No scale given means ``(1.0,)``. Raises ValueError on an unknown item or a scale <= 0.
-    """
-    if tta is None:
-        return (1.0,), False
-    items = [s.strip() for s in tta.split(",") if s.strip()] if isinstance(tta, str) else tta
-    flip, scales = False, []
-    for item in items:
-        if isinstance(item, str) and item.lower() == "flip":
-            flip = True
-            continue
-        try:
-            scale = float(item)
-        except (TypeError, ValueError):
-            raise ValueError(f"tta: {item!r} is neither 'flip' nor a scale") from None
-        if not scale > 0:
-            raise ValueError(f"tta: scales must be > 0, got {scale}")
-        scales.append(scale)
-    return tuple(scales) or (1.0,), flip
-
-
-def tta_logits(
-    model: nn.Module,
-    images: torch.Tensor,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-) -> torch.Tensor:
-    """Class scores of ``images`` (N, 3, H, W), averaged over scales and flips.
-
-    Each view is the input resized (bilinear) by a scale and optionally mirrored; its logits
-    are mirrored back and resized (bilinear) to (H, W), turned into softmax probabilities and
-    averaged. Returns ``(N, C, H, W)``: the plain logits when there is a single view (scale 1,
-    no flip), else the log of the averaged probabilities (so ``softmax`` of the result is the
-    average probability and ``argmax`` the TTA prediction).
-    """
-    height, width = images.shape[-2:]
-    views = [(s, f) for s in scales for f in ((False, True) if flip else (False,))]
-    if views == [(1.0, False)]:
-        return model(images)
-    prob_sum = None
-    for scale, mirrored in views:
-        x = images
-        if scale != 1.0:
-            size = (max(1, round(height * scale)), max(1, round(width * scale)))
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        if mirrored:
-            x = x.flip(-1)
-        logits = model(x).float()
-        if mirrored:
-            logits = logits.flip(-1)
-        if logits.shape[-2:] != (height, width):
-            logits = F.interpolate(
-                logits, size=(height, width), mode="bilinear", align_corners=False
-            )
-        probs = logits.softmax(1)
-        prob_sum = probs if prob_sum is None else prob_sum + probs
-    return (prob_sum / len(views)).clamp_min(1e-12).log()
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
+__all__ = ["evaluate", "evaluate_with_matrix"]
 
 
 @torch.no_grad()
@@ -99,14 +31,12 @@ def evaluate_with_matrix(
     dataset,
     *,
     batch_size: int = 1,
-    device: torch.device | str | None = None,
-    tta: Sequence | str | None = None,
     boundary_dilation: int | None = None,
     progress: bool = True,
     num_workers: int = 0,
     ignore_index: int | None = None,
     distributed: bool | None = None,
-    fast: bool = True,
+    **options,
 ) -> tuple[dict, ConfusionMatrix]:
     """:func:`evaluate`, also returning the accumulated :class:`ConfusionMatrix` (summed over
     ranks when distributed)."""
@@ -116,11 +46,6 @@ def evaluate_with_matrix(
         ignore_index = getattr(dataset, "ignore_index", 255)
     if len(dataset) == 0:
         raise ValueError("evaluate: the dataset is empty")
-    device = torch.device(device) if device is not None else _model_device(model)
-    scales, flip = parse_tta(tta)
-    preprocess = getattr(model, "config", {}).get("preprocess")
-    normalize = Normalize(preprocess)
-
     if distributed is None:
         distributed = is_dist() and get_world_size() > 1
     if distributed and not is_dist():
@@ -130,11 +55,8 @@ def evaluate_with_matrix(
         # (DistributedSampler would repeat images to even out the shards).
         dataset = Subset(dataset, shard_indices(len(dataset)))
 
-    was_training = model.training
-    model.to(device).eval()
-    net = for_inference(model, device) if fast else model  # oneDNN kernels on the CPU
-    # images in the model's precision (float32, or float64 for reproducibility checks)
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    predictor = Predictor(model, **options)
+    device = predictor.device
     cm = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
     biou = BoundaryIoU(
         num_classes, ignore_index=ignore_index, dilation=boundary_dilation, device=device
@@ -149,15 +71,13 @@ def evaluate_with_matrix(
     try:
         bar = tqdm(loader, desc="eval", disable=not (progress and is_main_process()), leave=False)
         for images, masks in bar:
-            if images.dtype == torch.uint8:  # a dataset without transforms: normalise here
-                images = normalize(images)
-            images, masks = images.to(device, dtype=dtype), masks.to(device)
-            logits = tta_logits(net, images, scales, flip)
-            pred = logits.argmax(1)
+            # a dataset without transforms gives uint8 images: the predictor normalises them
+            pred = predictor.labels(images, normalized=images.dtype != torch.uint8)
+            masks = masks.to(device)
             cm.update(pred, masks)
             biou.update(pred, masks)
     finally:
-        model.train(was_training)
+        predictor.close()
     if distributed:
         cm.all_reduce()
         biou.all_reduce()
@@ -169,13 +89,11 @@ def evaluate(
     dataset,
     *,
     batch_size: int = 1,
-    device: torch.device | str | None = None,
-    tta: Sequence | str | None = None,
     boundary_dilation: int | None = None,
     progress: bool = True,
     num_workers: int = 0,
     distributed: bool | None = None,
-    fast: bool = True,
+    **options,
 ) -> dict:
     """Score ``model`` on every image of ``dataset``, whole images.
 
@@ -187,8 +105,6 @@ def evaluate(
         batch_size: images per forward pass; batches of unequal sizes are padded with
             :func:`~fcnseg.data.pad_collate` (padded pixels are ignore, so they never count;
             with ``boundary_dilation=None`` the band width follows the padded size).
-        device: where to run (default: the model's device).
-        tta: ``None`` or ``["flip", 0.75, 1.0, 1.25]`` (see :func:`tta_logits`).
         boundary_dilation: Boundary IoU band width in pixels (None: 2% of the diagonal).
         progress: show a tqdm bar (on rank 0 only).
         distributed: shard ``dataset`` over the ranks of the process group (rank ``r`` scores
@@ -198,9 +114,9 @@ def evaluate(
             of unequal sizes and ``boundary_dilation=None`` the padded batches differ, and so
             may the Boundary IoU band). ``None``: when a process
             group of more than one rank is initialised. Every rank must call it.
-        fast: on the CPU in float32, run the model through
-            :func:`fcnseg.accel.onednn.for_inference` (oneDNN kernels chosen per layer, the
-            same logits within 1e-5 relative); ``False``: the model exactly as it is.
+        **options: the :class:`~fcnseg.inference.core.Predictor`'s: ``device`` (default: the
+            model's), ``precision``, ``tta`` (``["flip", 0.75, 1.0, 1.25]``), ``window`` /
+            ``overlap``, ``fast``.
 
     Returns:
         ``ConfusionMatrix.compute()`` merged with ``BoundaryIoU.compute()``: ``pixel_acc``,
@@ -214,13 +130,11 @@ def evaluate(
         model,
         dataset,
         batch_size=batch_size,
-        device=device,
-        tta=tta,
         boundary_dilation=boundary_dilation,
         progress=progress,
         num_workers=num_workers,
         distributed=distributed,
-        fast=fast,
+        **options,
     )
     return scores
 

@@ -50,7 +50,12 @@ def param_groups(
         groups). Parameters with ``requires_grad=False`` are in none.
     """
     split = backbone_lr_mult != 1.0
-    buckets: dict[str, list] = {"weights": [], "biases": [], "backbone_weights": [], "backbone_biases": []}
+    buckets: dict[str, list] = {
+        "weights": [],
+        "biases": [],
+        "backbone_weights": [],
+        "backbone_biases": [],
+    }
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue

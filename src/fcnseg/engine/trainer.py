@@ -64,8 +64,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from fcnseg.accel.precision import (
+    channels_last_pays,
+    precision_autocast,
+    precision_record,
+    resolve_precision,
+)
 from fcnseg.accel.training import for_training
-from fcnseg.config import Config, config_to_dict, save_config
+from fcnseg.config import Config, config_to_dict, save_config, training_precision
 from fcnseg.data import build_dataset, build_transforms, pad_collate
 from fcnseg.engine.checkpoint import read_checkpoint, save_model
 from fcnseg.engine.distributed import (
@@ -80,12 +86,10 @@ from fcnseg.engine.distributed import (
     mean_over_ranks,
 )
 from fcnseg.engine.evaluation import evaluate, json_safe
-from fcnseg.engine.loss import SegmentationLoss as SegmentationLoss  # re-exported
 from fcnseg.engine.loss import build_loss, global_batch_loss
 from fcnseg.engine.optim import build_optimizer, build_scheduler
-from fcnseg.engine.run_log import CSV_COLUMNS as CSV_COLUMNS  # re-exported
 from fcnseg.engine.run_log import EVAL_KEYS, MetricsLog, TrainWindow, write_curves
-from fcnseg.engine.sampling import EpochBatches, SeededSamples, sample_seed
+from fcnseg.engine.sampling import EpochBatches, SeededSamples
 from fcnseg.engine.seeding import rng_state, seed_everything, set_rng_state, worker_init
 from fcnseg.io.devices import resolve_device  # one device rule for training and inference
 from fcnseg.io.images import set_max_image_pixels
@@ -95,19 +99,9 @@ from fcnseg.models.weights import check_compatible, read_fcn_weights
 __all__ = [
     "Trainer",
     "TrainingDiverged",
-    "resolve_device",
     "seed_everything",
     "write_curves",
 ]
-
-# The names this module held before its pieces moved out stay importable from here.
-_EpochBatches = EpochBatches
-_SeededSamples = SeededSamples
-_MetricsLog = MetricsLog
-_sample_seed = sample_seed
-_worker_init = worker_init
-_rng_state = rng_state
-_set_rng_state = set_rng_state
 
 
 class TrainingDiverged(ValueError):
@@ -223,7 +217,11 @@ class Trainer:
         if t.sync_bn:
             convert_sync_batchnorm(self.model, self.device)
         self.model.to(self.device, dtype=self.dtype)
-        if t.channels_last:
+        # the one precision policy (fcnseg.accel.precision): autocast over fp32 master weights
+        self.precision = resolve_precision(training_precision(t), self.device)
+        self.channels_last = t.channels_last or channels_last_pays(self.precision, self.device)
+        self.model.config["trained_precision"] = precision_record(self.precision, self.device)
+        if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         for_training(self.model, self.device)  # CPU: fc6/fc7 as matmuls (same state dict)
 
@@ -284,7 +282,7 @@ class Trainer:
         self.total_steps = min(t.max_steps, epoch_steps) if t.max_steps else epoch_steps
 
     def _build_optimisation(self) -> None:
-        """Optimiser, learning-rate schedule, autocast dtype and gradient scaler."""
+        """Optimiser, learning-rate schedule and gradient scaler."""
         t = self.cfg.train
         self.optimizer = build_optimizer(self.model, t)
         # max_minutes bounds the schedule too: its position is max(step, time) progress
@@ -292,13 +290,8 @@ class Trainer:
         self.scheduler = build_scheduler(
             self.optimizer, t, self.total_steps, time_fraction=lambda: self._time_fraction
         )
-        self.amp_dtype = None
-        if t.amp:
-            if self.device.type == "cuda":
-                self.amp_dtype = torch.float16 if t.amp == "fp16" else torch.bfloat16
-            else:
-                warnings.warn("train.amp is ignored on the CPU (no autocast)", stacklevel=3)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        # fp16 on a GPU needs loss scaling; bf16 has fp32's range and needs none
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
 
     def _reset_progress(self) -> None:
         self.step = 0
@@ -354,7 +347,8 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        if ckpt.get("scaler") and self.scaler.is_enabled():  # resumed across precisions: the
+            self.scaler.load_state_dict(ckpt["scaler"])  # scale only exists for fp16
         self.step = int(ckpt["step"])
         self.epoch = int(ckpt["epoch"])
         self.epoch_batches = int(ckpt.get("epoch_batches", 0))
@@ -389,9 +383,7 @@ class Trainer:
         )
 
     def _autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return precision_autocast(self.precision, self.device)
 
     def _loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """This rank's loss, such that DDP's gradient average is the gradient of the loss of
@@ -411,7 +403,7 @@ class Trainer:
         Returns the global batch's loss and image count. Raises :class:`TrainingDiverged`
         before the backward of a NaN/inf loss."""
         images = images.to(self.device, self.dtype, non_blocking=True)
-        if self.cfg.train.channels_last:
+        if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         masks = masks.to(self.device, non_blocking=True)
         with nullcontext() if sync else self.net.no_sync():
@@ -558,6 +550,7 @@ class Trainer:
             tta=self.cfg.eval.tta,
             boundary_dilation=self.cfg.eval.boundary_dilation,
             progress=self.progress,
+            precision=self.precision,
         )
         self.last_metrics = scores
         self.log.write(

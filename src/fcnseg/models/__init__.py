@@ -16,10 +16,10 @@ from fcnseg.data.transforms import CAFFE_PREPROCESS
 from fcnseg.data.transforms import DEFAULT_PREPROCESS as IMAGENET_PREPROCESS
 from fcnseg.io.files import CheckpointError
 from fcnseg.models.backbones import backbone_archs, build_backbone, list_backbones
-from fcnseg.models.pretrained import WeightsEntry, backbone_preprocess, resolve_weights
 from fcnseg.models.context import CONTEXT_HEADS, list_contexts
 from fcnseg.models.convolutionalize import convolutionalize
 from fcnseg.models.fcn import FCN
+from fcnseg.models.pretrained import backbone_preprocess, resolve_weights
 from fcnseg.models.weights import check_compatible, read_fcn_weights, transfer_weights
 
 # name -> the FCN arguments that define it (Long et al., Section 4.2 and the reference nets)
@@ -150,7 +150,7 @@ def _reference(ref: str | Path | None) -> str | None:
 
 
 #: ``model.config`` keys that describe the model without being build inputs
-INFORMATIONAL_KEYS = ("weights_backbone_meta",)
+INFORMATIONAL_KEYS = ("weights_backbone_meta", "trained_precision")
 
 
 def build_model_from_config(config: dict, *, load_weights: bool = True) -> FCN:

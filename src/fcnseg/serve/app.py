@@ -77,7 +77,7 @@ def create_app(model: nn.Module, settings: ServeSettings | None = None) -> FastA
         ValueError: more than 256 classes, or a device that is not there.
     """
     settings = settings or ServeSettings()
-    runner = ModelRunner(model, settings.device)
+    runner = ModelRunner(model, settings.device, settings.precision)
     name = settings.model_name or f"{runner.config.get('arch')}_{runner.config.get('backbone')}"
     batcher = MicroBatcher(
         runner,

@@ -21,6 +21,8 @@ class ServeSettings:
         max_bytes: largest accepted upload (raw body, or the file part of a multipart form).
         max_pixels: largest accepted image, width x height, checked before decoding pixels.
         device: ``"auto"`` (GPU when there is one), ``"cpu"``, ``"cuda:0"``, ...
+        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` (GPU) or ``"auto"`` (bf16 where the
+            hardware has it): the inference core's precision policy.
         warmup_size: ``(H, W)`` of the blank image run once at start-up; ``/health`` says
             ready only after it.
         model_name: the name in ``POST /predictions/{model_name}``; ``None``: ``arch_backbone``.
@@ -37,6 +39,7 @@ class ServeSettings:
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 4096 * 4096
     device: str = "auto"
+    precision: str = "fp32"
     warmup_size: tuple[int, int] = (360, 480)
     model_name: str | None = None
     overlay_alpha: float = 0.5
