@@ -10,11 +10,11 @@ from PIL import Image
 
 import fcnseg
 from fcnseg.cli import main
-from fcnseg.models.pretrained import resolve_weights
-from fcnseg.viz import colormap
 from fcnseg.data.palettes import load_index_png, save_index_png
 from fcnseg.inference import model_palette, predict
 from fcnseg.io.images import load_image
+from fcnseg.models.pretrained import resolve_weights
+from fcnseg.viz import colormap
 
 from . import random_image, tiny_model
 

@@ -2,17 +2,17 @@
 
     fcnseg bench --model fcn8s --backbone vgg16 --size 500x500 --batch 1 [--pad100]
                  [--device cpu|cuda] [--precision fp32|bf16|fp16|auto] [--channels-last]
-                 [--optimize [CANDIDATE]] [--train] [--peers] [--isolate] [--json FILE]
+                 [--optimize [CANDIDATE]] [--train] [--isolate] [--json FILE]
     fcnseg bench --onnx FP32.onnx INT8.onnx --size 360x480 [--onnx-batches 1,8] [--threads 2]
     fcnseg bench --int8 --calibration DIR --size 360x480
                  (--checkpoint run/best.pt | --backbone mobilenet_v3_large [--context global])
                  [--onnx-batches 1,8]
 
-The configuration runs through ``fcnseg.bench.run_benchmark``. The comparison with peers
-(torchfcn's network of the same head, torchvision's fcn_resnet50), FLOPs and the GEMM peak are
-the repository's harness, not the package: ``--peers`` runs ``benchmarks.harness`` when that is
-importable (a checkout on ``sys.path``, e.g. ``python -m fcnseg bench`` from its root) and says
-so otherwise; ``python -m benchmarks.run`` is the full suite.
+The configuration runs through ``fcnseg.bench.run_benchmark``, inference through the inference
+core (its ``--precision``). The comparison with peers (torchfcn's network of the same head,
+torchvision's fcn_resnet50), FLOPs and the GEMM peak belong to the repository's harness, not
+the package, which never imports it: ``python -m benchmarks.run`` (the suites) and
+``benchmarks.harness.run_benchmark`` from a checkout.
 With ``--onnx`` it times the given ONNX files instead (e.g. the float32 and int8 graphs of
 ``fcnseg export --int8``) with ONNX Runtime at each batch size, the first file the baseline.
 With ``--int8`` it quantizes the model (calibrated on DIR) and times float32 PyTorch, float32
@@ -23,7 +23,6 @@ ONNX Runtime and int8 ONNX Runtime side by side at each batch size
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from pathlib import Path
 
@@ -39,11 +38,6 @@ MODEL_DEFAULTS = {
     "weights": None,
     "context": None,
 }
-
-PEERS_HINT = (
-    "--peers: the peer comparison lives in the repository's benchmarks/ harness; run from a "
-    "checkout (python -m fcnseg bench ... --peers, or python -m benchmarks.run)"
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +82,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", action="store_true", help="also time a training step")
     parser.add_argument("--train-size", default=None, help="HxW of the training step")
     parser.add_argument("--train-batch", type=int, default=None)
-    parser.add_argument("--peers", action="store_true", help="measure the peers in the same run")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument(
@@ -141,9 +134,6 @@ def run(args: argparse.Namespace) -> int:
         repeat=args.repeat,
         isolate=args.isolate,
     )
-    harness = _harness() if args.peers else None
-    if harness is not None:
-        run_benchmark = harness.run_benchmark  # the same figures plus FLOPs and the GEMM peak
     rows = [
         run_benchmark(
             args.model,
@@ -155,9 +145,6 @@ def run(args: argparse.Namespace) -> int:
             **common,
         )
     ]
-    if args.peers:
-        for peer in harness.peers_for(args.model, args.backbone):
-            rows.append(run_benchmark(peer=peer, **common))
     print(format_table(rows))
     machine = rows[0].get("machine")
     if machine:
@@ -250,13 +237,3 @@ def _run_int8(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(result, indent=2, default=str))
         print(f"wrote {args.json}")
     return 0
-
-
-def _harness():
-    """``benchmarks.harness`` of a checkout; ValueError (exit 2) when it is not importable."""
-    try:
-        return importlib.import_module("benchmarks.harness")
-    except ModuleNotFoundError as e:
-        if e.name not in ("benchmarks", "benchmarks.harness"):
-            raise
-        raise ValueError(PEERS_HINT) from None

@@ -121,7 +121,7 @@ DEMO_RECIPE: dict = {
         "max_steps": 120,
         "max_minutes": 0.5,
         "epochs": 100,
-        "amp": False,
+        "precision": "fp32",
         "seed": 0,
         "log_every": 10,
         "checkpoint_every": 1000,

@@ -445,8 +445,8 @@ class Trainer:
                 " for a sum-reduced loss (its gradients scale with the pixels per image: the "
                 "reference uses lr 1e-10 with momentum 0.99; or use loss_reduction: mean)"
             )
-        elif self.amp_dtype == torch.float16:
-            hint += " or fp16 overflowed (try train.amp=bf16)"
+        elif self.precision == "fp16":
+            hint += " or fp16 overflowed (try train.precision=bf16)"
         return TrainingDiverged(
             f"loss is {loss} at step {self.step + 1}: step refused, training stopped; "
             f"{hint} (train.lr={t.lr}); {kept}"
