@@ -22,7 +22,7 @@ import torch
 import fcnseg
 from fcnseg.bench import bench_onnx_file, machine_info
 from fcnseg.export import export_onnx
-from fcnseg.int8 import _calibration_reader, calibration_images
+from fcnseg.export.int8 import _calibration_reader, calibration_images
 
 SETTINGS = {
     "QDQ, every op": {"format": "QDQ"},

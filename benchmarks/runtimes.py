@@ -2,7 +2,7 @@
 
     python -m benchmarks.run --suite int8 [--checkpoint runs/.../best.pt] [--calibration DIR]
 
-Three configurations, each timed by ``fcnseg.int8.compare_runtimes`` (the API under
+Three configurations, each timed by ``fcnseg.bench.compare_runtimes`` (the API under
 ``fcnseg bench --int8``) at batch 1 and 8 on 2 threads:
 
 - ``realtime``: the real-time model, FCN-8s MobileNetV3-Large with global context, 11 classes,
@@ -42,8 +42,7 @@ import torch.nn.functional as F
 import fcnseg
 from benchmarks.harness import count_flops, gemm_peak, machine_info, ort_gemm_peak
 from fcnseg.accel.timing import Timer
-from fcnseg.bench import format_table
-from fcnseg.int8 import compare_runtimes
+from fcnseg.bench import compare_runtimes, format_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"

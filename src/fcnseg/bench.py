@@ -30,7 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ from fcnseg.accel.timing import Timer
 from fcnseg.accel.training import for_training
 from fcnseg.config import parse_size
 from fcnseg.engine.checkpoint import load_model, save_model
+from fcnseg.export.int8 import export_onnx_int8
 from fcnseg.inference import Predictor
 from fcnseg.models import build_model
 
@@ -62,6 +63,7 @@ __all__ = [
     "machine_info",
     "make_train_step",
     "max_rss_mib",
+    "compare_runtimes",
     "measure",
     "memory_mapped_copy",
     "ort_session",
@@ -412,6 +414,8 @@ _COLUMNS = [
     ("name", "config", "{}"),
     ("size", "HxW", "{0[0]}x{0[1]}"),
     ("batch", "N", "{}"),
+    ("precision", "precision", "{}"),
+    ("cpu_isa", "CPU ISA", "{}"),
     ("params", "Mparams", "{:.1f}", 1e-6),
     ("gflops", "GFLOPs", "{:.1f}"),
     ("latency_ms", "ms (med)", "{:.1f}"),
@@ -533,3 +537,91 @@ def _main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(_main(sys.argv[1:]))
+
+
+def compare_runtimes(
+    model: nn.Module,
+    size: tuple[int, int],
+    calibration: str | Path,
+    batches: Iterable[int] = (1, 8),
+    *,
+    threads: int = 2,
+    warmup: int = 2,
+    repeat: int = 10,
+    calibration_count: int = 32,
+    parity_data: tuple[str, str, str] | None = None,
+    parity_count: int = 32,
+    parity_scale: float = 1.0,
+    reduce_range: bool | None = None,
+    optimize: bool | str = True,
+) -> dict:
+    """One model, three runtimes, side by side: float32 PyTorch, float32 and int8 ONNX Runtime.
+
+    The model is exported with :func:`fcnseg.export.export_onnx_int8` (calibrated on
+    ``calibration`` at ``size``), then each batch size in ``batches`` is timed on the same random
+    ``(N, 3, H, W)`` input shape by PyTorch (``fcnseg.accel.optimize_for_inference`` unless
+    ``optimize`` is False; a candidate's name builds that one), by ONNX Runtime on the float32
+    graph and on the int8 graph, all with ``threads`` threads (torch's own setting is restored
+    afterwards). The ONNX files live in a temporary folder (``fcnseg export --int8`` keeps them).
+
+    Args:
+        model: an fcnseg model (its config gives the preprocessing for calibration).
+        size: ``(H, W)`` of the timed inputs and of the calibration images.
+        Other arguments: see :func:`fcnseg.export.export_onnx_int8` and :func:`measure`.
+
+    Returns:
+        ``rows`` (for :func:`format_table`: one per runtime and batch, each with
+        ``runtime`` in ``"pytorch-fp32"``, ``"onnxruntime-fp32"``, ``"onnxruntime-int8"`` and
+        ``speedup_vs_pytorch``), ``export`` (the :func:`fcnseg.export.export_onnx_int8`
+        report, parity included) and ``machine``.
+
+    Raises:
+        ValueError: no batch sizes, a batch below 1, or a bad calibration folder.
+        ModuleNotFoundError: onnx / onnxruntime missing (``pip install 'fcnseg[export]'``).
+    """
+    batches = [int(b) for b in batches]
+    if not batches or min(batches) < 1:
+        raise ValueError(f"batch sizes must be >= 1, got {batches}")
+    h, w = (int(v) for v in size)
+    with _torch_threads(threads), tempfile.TemporaryDirectory(prefix="fcnseg-runtimes-") as tmp:
+        report = export_onnx_int8(
+            model,
+            Path(tmp) / "model.int8.onnx",
+            calibration,
+            (1, 3, h, w),
+            calibration_count=calibration_count,
+            parity_data=parity_data,
+            parity_count=parity_count,
+            parity_scale=parity_scale,
+            reduce_range=reduce_range,
+            threads=threads,
+        )
+        name = f"{model.config['arch']}-{model.config['backbone']}"
+        num_classes = int(model.config["num_classes"])
+        rows = []
+        for batch in batches:
+            torch_row = measure(
+                model, size=(h, w), batch=batch, num_classes=num_classes,
+                optimize=optimize, warmup=warmup, repeat=repeat,
+            )  # fmt: skip
+            torch_row.pop("machine", None)
+            group = [{**torch_row, "name": f"{name} pytorch-fp32", "runtime": "pytorch-fp32"}]
+            for runtime, path in (("onnxruntime-fp32", report["fp32_path"]),
+                                  ("onnxruntime-int8", report["path"])):  # fmt: skip
+                row = bench_onnx_file(path, (h, w), batch, warmup, repeat, threads)
+                group.append({**row, "name": f"{name} {runtime}", "runtime": runtime})
+            for row in group:
+                row["speedup_vs_pytorch"] = group[0]["latency_ms"] / row["latency_ms"]
+            rows += group
+    return {"rows": rows, "export": report, "machine": machine_info()}
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` inside, the caller's setting restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -92,7 +92,7 @@ def test_graph_is_qdq_with_per_channel_int8_weights(exported):
     q = meta["fcnseg_quantization"]
     assert q["format"] == "QDQ" and q["per_channel"] and q["calibration_images"] == 8
     # without VNNI the default is 7-bit weights, which uint8 x int8 pairs cannot saturate with
-    assert q["reduce_range"] == (not fcnseg.int8.cpu_has_vnni())
+    assert q["reduce_range"] == (not fcnseg.export.int8.cpu_has_vnni())
     weights = [onnx.numpy_helper.to_array(inits[producer[c.input[1]].input[0]]) for c in convs]
     top = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
     assert top <= (64 if q["reduce_range"] else 127) and top >= 63  # the range is used
@@ -121,7 +121,7 @@ def test_predict_and_bench_run_the_int8_graph(exported, capsys):
     assert main(["predict", "--onnx", str(exported["out"]), str(image), "--out", str(out),
                  "--no-progress"]) == 0  # fmt: skip
     labels = np.array(Image.open(out / "00.png"))
-    model = fcnseg.int8.OnnxRuntimeModel(exported["out"])
+    model = fcnseg.export.int8.OnnxRuntimeModel(exported["out"])
     x = Normalize(model.preprocess)(torch.from_numpy(np.array(Image.open(image))).permute(2, 0, 1))
     assert labels.shape == (64, 96)
     assert (labels == model(x[None]).argmax(1)[0].numpy()).all()

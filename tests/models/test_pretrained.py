@@ -174,3 +174,25 @@ def test_the_convolutionalized_classifier_calls_the_cat_a_cat():
     maps = classifier_heatmaps("efficientnet_lite0", "DEFAULT", photo)
     assert maps.probs.shape == (1000, *photo.shape[1:])
     assert 281 <= maps.top(1)[0] <= 285  # ImageNet's domestic cats (tabby ... Egyptian cat)
+
+
+def test_a_timm_weights_file_is_checked_key_by_key_and_a_timm_checkpoint_loads(tmp_path):
+    state = timm.create_model("resnet18").state_dict()
+    torch.save({**state, "extra.weight": torch.zeros(1)}, tmp_path / "extra.pth")
+    with pytest.raises(WeightsError, match=r"extra.pth: .*1 unexpected \(e.g. extra.weight\)"):
+        fcnseg.fcn8s(
+            num_classes=3, backbone="timm:resnet18", weights_backbone=tmp_path / "extra.pth"
+        )
+    torch.save(state, tmp_path / "r18.pth")
+    model = fcnseg.fcn8s(
+        num_classes=3, backbone="timm:resnet18", weights_backbone=tmp_path / "r18.pth"
+    )
+    conv1 = model.backbone.body.conv1.weight
+    assert torch.equal(conv1, state["conv1.weight"])  # the file's tensors, not timm's init
+    save_model(model.eval(), tmp_path / "m.pt")
+    loaded = fcnseg.load_model(
+        tmp_path / "m.pt"
+    )  # built on the meta device: the probe runs on the CPU
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))

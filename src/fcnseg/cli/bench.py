@@ -17,7 +17,7 @@ With ``--onnx`` it times the given ONNX files instead (e.g. the float32 and int8
 ``fcnseg export --int8``) with ONNX Runtime at each batch size, the first file the baseline.
 With ``--int8`` it quantizes the model (calibrated on DIR) and times float32 PyTorch, float32
 ONNX Runtime and int8 ONNX Runtime side by side at each batch size
-(``fcnseg.int8.compare_runtimes``), then prints the int8 parity report.
+(``fcnseg.bench.compare_runtimes``), then prints the int8 parity report.
 """
 
 from __future__ import annotations
@@ -194,10 +194,10 @@ def _batches(text: str) -> list[int]:
 
 
 def _run_int8(args: argparse.Namespace) -> int:
-    from fcnseg.bench import format_table
+    from fcnseg.bench import compare_runtimes, format_table
     from fcnseg.config import parse_size
     from fcnseg.engine.checkpoint import load_model
-    from fcnseg.int8 import compare_runtimes, format_int8_report
+    from fcnseg.export.int8 import format_int8_report
     from fcnseg.models import build_model
 
     options = int8_options(args)

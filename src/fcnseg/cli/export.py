@@ -7,7 +7,7 @@ fails (exit 2) unless logits agree within 1e-3 and argmax on more than 99.9 % of
 ``--format onnx --int8 --calibration DIR`` writes a statically quantized (QDQ, per-channel)
 graph calibrated on DIR's images, its float32 twin, and ``FILE.parity.json``: argmax
 agreement with float32 on real images, and with ``--parity-data`` (a ``folder`` dataset root)
-or ``--dataset/--root/--split`` the mean IU of each (see ``fcnseg.int8``).
+or ``--dataset/--root/--split`` the mean IU of each (see ``fcnseg.export.int8``).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_int8(args: argparse.Namespace, example: tuple[int, int, int, int]) -> int:
     from fcnseg.engine.checkpoint import load_model
-    from fcnseg.int8 import export_onnx_int8, format_int8_report
+    from fcnseg.export.int8 import export_onnx_int8, format_int8_report
 
     if args.fmt != "onnx":
         raise ValueError("--int8 needs --format onnx")

@@ -18,6 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from fcnseg.cli.precision_option import add_precision_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fcnseg.models import list_backbones  # every registered backbone is a classifier
@@ -35,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--topk", type=int, default=3, help="the k most likely classes (3)")
     parser.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity (0..1)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
+    add_precision_argument(parser)
     parser.add_argument("--out", required=True, help="the PNG/JPEG to write")
 
 
@@ -52,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     image = load_image(args.image)
-    maps = classifier_heatmaps(args.backbone, args.weights, image, resolve_device(args.device))
+    maps = classifier_heatmaps(
+        args.backbone, args.weights, image, resolve_device(args.device), args.precision
+    )
     num_classes = maps.image_probs.numel()
     if args.class_index is not None:
         if not 0 <= args.class_index < num_classes:

@@ -34,7 +34,7 @@ def int8_options(args: argparse.Namespace) -> dict[str, Any]:
     Raises:
         ValueError: no or a bad ``--calibration`` folder, or both parity sources given.
     """
-    from fcnseg.int8 import calibration_images
+    from fcnseg.export.int8 import calibration_images
 
     if not args.calibration:
         raise ValueError("--int8 needs --calibration DIR (a folder of images to calibrate on)")

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     paths = expand_inputs(args.inputs)
     _check_stems(paths)
     if args.onnx:
-        from fcnseg.int8 import OnnxRuntimeModel
+        from fcnseg.export.int8 import OnnxRuntimeModel
 
         model, fast, args.device = OnnxRuntimeModel(args.onnx, threads=args.threads), False, "cpu"
     else:

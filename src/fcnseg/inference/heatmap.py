@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from fcnseg.data.transforms import Normalize
+from fcnseg.inference.core import Predictor
 from fcnseg.models import convolutionalize
 from fcnseg.models.backbones import classifier
 from fcnseg.models.pretrained import WeightsEntry, backbone_preprocess, resolve_weights
@@ -50,6 +51,7 @@ def classifier_heatmaps(
     weights: str | Path | WeightsEntry | None,
     image: torch.Tensor,
     device: torch.device | str = "cpu",
+    precision: str = "fp32",
 ) -> ClassHeatmaps:
     """Class heatmaps of the convolutionalized ImageNet classifier ``backbone`` on ``image``.
 
@@ -58,6 +60,7 @@ def classifier_heatmaps(
         weights: a reference :func:`fcnseg.models.pretrained.resolve_weights` takes, an entry,
             or None (random weights: a meaningless map).
         image: uint8 (3, H, W). Images whose short side is under 224 are enlarged for the net.
+        precision: the inference core's (``"fp32"``, ``"bf16"``, ``"auto"`` ...).
 
     Raises:
         ValueError: unknown backbone, weights that do not resolve or fit.
@@ -71,8 +74,8 @@ def classifier_heatmaps(
         scale = MIN_SIDE / min(height, width)
         size = (round(height * scale), round(width * scale))
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    logits = Predictor(net, device=device, precision=precision, fast=False).logits(x, True)
     with torch.inference_mode():
-        logits = net(x).float()
         image_probs = logits.mean((2, 3)).softmax(1)[0]
         probs = F.interpolate(
             logits.softmax(1), size=(height, width), mode="bilinear", align_corners=False

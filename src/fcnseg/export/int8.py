@@ -18,14 +18,13 @@ written beside the file as ``FILE.parity.json``.
 :class:`OnnxRuntimeModel` runs any fcnseg ONNX file (float32 or int8) like a model: it is what
 ``fcnseg predict --onnx`` and ``fcnseg bench --onnx`` use.
 
-:func:`compare_runtimes` times one model three ways in one run (float32 PyTorch through
-``optimize_for_inference``, float32 ONNX Runtime, int8 ONNX Runtime) at several batch sizes,
-beside the int8 parity report: what ``fcnseg bench --int8`` prints.
+:func:`fcnseg.bench.compare_runtimes` times one model three ways in one run (float32 PyTorch
+through ``optimize_for_inference``, float32 ONNX Runtime, int8 ONNX Runtime) at several batch
+sizes, beside the int8 parity report: what ``fcnseg bench --int8`` prints.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -37,13 +36,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from fcnseg.data.transforms import Normalize
-from fcnseg.export import CONFIG_KEY, export_onnx, require_onnx
+from fcnseg.export.formats import CONFIG_KEY, export_onnx, require_onnx
 
 __all__ = [
     "QUANT_KEY",
     "OnnxRuntimeModel",
     "calibration_images",
-    "compare_runtimes",
     "cpu_has_vnni",
     "export_onnx_int8",
     "format_int8_report",
@@ -190,13 +188,14 @@ def int8_parity(
     """Compare float32 and int8 predictions on real images, each at its own size.
 
     Args:
-        fp32, int8: callables ``(1, 3, H, W) normalised -> (1, C, H, W) logits``.
+        fp32, int8: modules ``(1, 3, H, W) normalised -> (1, C, H, W) logits`` (e.g.
+            :class:`OnnxRuntimeModel`), run through :class:`fcnseg.inference.Predictor`.
         samples: ``(uint8 image (3, H, W), mask (H, W) int64 or None)``; masks use
             ``ignore_index`` for void.
         scale: run the networks on each image resized by this factor and score the result
             upsampled to the image's size, as ``fcnseg eval --tta SCALE`` does (a recipe that
             evaluates at half scale is compared at 0.5); the logit figures are then those of
-            the log-probabilities (:func:`fcnseg.engine.evaluation.tta_logits`).
+            the log-probabilities (:func:`fcnseg.inference.tta_logits`).
 
     Returns:
         ``images``, ``pixels``, ``argmax_agreement`` (fraction of pixels with the same class),
@@ -207,19 +206,21 @@ def int8_parity(
     Raises:
         ValueError: no samples.
     """
-    from fcnseg.inference.tta import tta_logits
+    from fcnseg.inference import Predictor
     from fcnseg.metrics import ConfusionMatrix
 
     if not scale > 0:
         raise ValueError(f"parity scale must be > 0, got {scale}")
     normalize = Normalize(preprocess)
+    # both runtimes through the inference core, at the recipe's scale, as fcnseg eval runs them
+    cores = [Predictor(net, device="cpu", tta=[scale], fast=False) for net in (fp32, int8)]
     cms = {k: ConfusionMatrix(num_classes, ignore_index=ignore_index) for k in ("fp32", "int8")}
     images = pixels = agree = 0
     max_diff, sum_diff, with_masks = 0.0, 0.0, False
     with torch.no_grad():
         for image, mask in samples:
             x = normalize(image)[None]
-            a, b = (tta_logits(net, x, (scale,)).float() for net in (fp32, int8))
+            a, b = (core.logits(x, normalized=True) for core in cores)
             pa, pb = a.argmax(1)[0], b.argmax(1)[0]
             images += 1
             pixels += pa.numel()
@@ -407,93 +408,3 @@ def format_int8_report(report: dict) -> str:
         )
     lines.append(f"  parity report: {report['parity_file']}")
     return "\n".join(lines)
-
-
-def compare_runtimes(
-    model: nn.Module,
-    size: tuple[int, int],
-    calibration: str | Path,
-    batches: Iterable[int] = (1, 8),
-    *,
-    threads: int = 2,
-    warmup: int = 2,
-    repeat: int = 10,
-    calibration_count: int = 32,
-    parity_data: tuple[str, str, str] | None = None,
-    parity_count: int = 32,
-    parity_scale: float = 1.0,
-    reduce_range: bool | None = None,
-    optimize: bool | str = True,
-) -> dict:
-    """One model, three runtimes, side by side: float32 PyTorch, float32 and int8 ONNX Runtime.
-
-    The model is exported with :func:`export_onnx_int8` (calibrated on ``calibration`` at
-    ``size``), then each batch size in ``batches`` is timed on the same random
-    ``(N, 3, H, W)`` input shape by PyTorch (``fcnseg.accel.optimize_for_inference`` unless
-    ``optimize`` is False; a candidate's name builds that one), by ONNX Runtime on the float32
-    graph and on the int8 graph, all with ``threads`` threads (torch's own setting is restored
-    afterwards). The ONNX files live in a temporary folder (``fcnseg export --int8`` keeps them).
-
-    Args:
-        model: an fcnseg model (its config gives the preprocessing for calibration).
-        size: ``(H, W)`` of the timed inputs and of the calibration images.
-        Other arguments: see :func:`export_onnx_int8` and :func:`fcnseg.bench.measure`.
-
-    Returns:
-        ``rows`` (for :func:`fcnseg.bench.format_table`: one per runtime and batch, each with
-        ``runtime`` in ``"pytorch-fp32"``, ``"onnxruntime-fp32"``, ``"onnxruntime-int8"`` and
-        ``speedup_vs_pytorch``), ``export`` (the :func:`export_onnx_int8` report, parity
-        included) and ``machine``.
-
-    Raises:
-        ValueError: no batch sizes, a batch below 1, or a bad calibration folder.
-        ModuleNotFoundError: onnx / onnxruntime missing (``pip install 'fcnseg[export]'``).
-    """
-    from fcnseg.bench import bench_onnx_file, machine_info, measure
-
-    batches = [int(b) for b in batches]
-    if not batches or min(batches) < 1:
-        raise ValueError(f"batch sizes must be >= 1, got {batches}")
-    h, w = (int(v) for v in size)
-    with _torch_threads(threads), tempfile.TemporaryDirectory(prefix="fcnseg-runtimes-") as tmp:
-        report = export_onnx_int8(
-            model,
-            Path(tmp) / "model.int8.onnx",
-            calibration,
-            (1, 3, h, w),
-            calibration_count=calibration_count,
-            parity_data=parity_data,
-            parity_count=parity_count,
-            parity_scale=parity_scale,
-            reduce_range=reduce_range,
-            threads=threads,
-        )
-        name = f"{model.config['arch']}-{model.config['backbone']}"
-        num_classes = int(model.config["num_classes"])
-        rows = []
-        for batch in batches:
-            torch_row = measure(
-                model, size=(h, w), batch=batch, num_classes=num_classes,
-                optimize=optimize, warmup=warmup, repeat=repeat,
-            )  # fmt: skip
-            torch_row.pop("machine", None)
-            group = [{**torch_row, "name": f"{name} pytorch-fp32", "runtime": "pytorch-fp32"}]
-            for runtime, path in (("onnxruntime-fp32", report["fp32_path"]),
-                                  ("onnxruntime-int8", report["path"])):  # fmt: skip
-                row = bench_onnx_file(path, (h, w), batch, warmup, repeat, threads)
-                group.append({**row, "name": f"{name} {runtime}", "runtime": runtime})
-            for row in group:
-                row["speedup_vs_pytorch"] = group[0]["latency_ms"] / row["latency_ms"]
-            rows += group
-    return {"rows": rows, "export": report, "machine": machine_info()}
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int) -> Iterator[None]:
-    """torch's intra-op threads set to ``threads`` inside, the caller's setting restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
