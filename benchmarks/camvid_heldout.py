@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from fcnseg.bench import machine_info
 from fcnseg.plots import read_run_log
 
 HELD_OUT = "0001TP"
@@ -48,12 +48,10 @@ def _fcnseg(*args: str) -> None:
 
 
 def _isa() -> str:
-    import os
+    """The CPU's ISA as the kernels may use it (AMX, AVX512-BF16, AVX-512, AVX2; caps applied)."""
+    from fcnseg.accel.precision import cpu_isa
 
-    if os.environ.get("ATEN_CPU_CAPABILITY") == "avx2":
-        return "AVX2 setting"
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return "AVX-512" if "avx512f" in flags else "AVX2"
+    return cpu_isa()
 
 
 def run_variant(
@@ -88,7 +86,7 @@ def run_variant(
     row = {
         "name": name, "config": config, "minutes": minutes, "sets": sets, "steps": steps,
         "images_per_s": _median_images_per_s(log), "wall_s": round(trained_s),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": machine_info()["cpu"],
         "isa": _isa(), "held_out": held_out, "val": scores["val"], "heldout": scores["heldout"],
     }  # fmt: skip
     ROOT.mkdir(parents=True, exist_ok=True)

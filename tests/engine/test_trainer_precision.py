@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -17,6 +20,9 @@ def test_bf16_training_runs_records_its_precision_and_resumes_across_precisions(
     assert ckpt["config"]["trained_precision"]["precision"] == "bf16"
     assert ckpt["config"]["trained_precision"]["cpu_isa"] == cpu_isa()
     assert all(v.dtype != torch.bfloat16 for v in ckpt["model"].values())  # fp32 master weights
+    lines = (Path(summary["out"]) / "metrics.jsonl").read_text().splitlines()
+    logged = [json.loads(line) for line in lines]
+    assert {r["precision"] for r in logged if r["event"] == "train"} == {"bf16"}
     # the same run continued in fp32: a bf16 checkpoint is an ordinary fp32 one
     cfg = tiny_cfg("train.precision=fp32", "train.max_steps=4")
     resumed = train(cfg, resume=True, progress=False)

@@ -493,7 +493,10 @@ class Trainer:
         self._bar.set_postfix(
             loss=f"{record['loss']:.4g}", lr=f"{lr:.3g}", img_s=f"{record['images_per_s']:.1f}"
         )
-        self.log.write("train", self.step, epoch=epoch, time_s=self._elapsed(), **record)
+        self.log.write(
+            "train", self.step, epoch=epoch, time_s=self._elapsed(), **record,
+            **self.model.config["trained_precision"],  # precision, device, the CPU's ISA
+        )  # fmt: skip
         self._window.reset()
 
     def _eval_due(self) -> bool:
