@@ -42,6 +42,7 @@ import yaml
 
 __all__ = [
     "PREVIOUS",
+    "Precision",
     "Config",
     "ConfigError",
     "DataConfig",
@@ -62,6 +63,11 @@ __all__ = [
 
 #: ``model.init_from`` value in a stage: initialise from the previous stage's best.pt.
 PREVIOUS = "previous"
+
+
+#: the precisions of the one precision policy (:mod:`fcnseg.accel.precision` reads them here, so a
+#: recipe, ``--precision`` and ``precision=`` accept the same names)
+Precision = Literal["fp32", "bf16", "fp16", "auto"]
 
 
 class ConfigError(ValueError):
@@ -122,7 +128,7 @@ class TrainConfig:
     epochs: int = 50
     # autocast over fp32 master weights (fcnseg.accel.precision); auto: bf16 where the CPU
     # (AMX, AVX512-BF16) or GPU computes it natively, else fp32
-    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    precision: Precision = "fp32"
     amp: bool | Literal["bf16", "fp16"] = False  # deprecated: precision (amp: true = fp16)
     seed: int = 0
     log_every: int = 10

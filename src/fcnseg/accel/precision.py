@@ -20,8 +20,11 @@ import contextlib
 import functools
 import os
 from pathlib import Path
+from typing import get_args
 
 import torch
+
+from fcnseg.config import Precision
 
 __all__ = [
     "PRECISIONS",
@@ -35,7 +38,7 @@ __all__ = [
     "resolve_precision",
 ]
 
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+PRECISIONS: tuple[str, ...] = get_args(Precision)  # the recipe schema's names
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # oneDNN ISA caps below which it has no native bf16 kernels (its ONEDNN_MAX_CPU_ISA names)
 _NO_BF16_CAPS = {
