@@ -82,3 +82,28 @@ def test_the_core_in_bf16_returns_fp32_scores_close_to_fp32_and_restores_the_mod
     assert torch.equal(low.argmax(0)[clear], exact.argmax(0)[clear])
     assert not model.training
     assert model.backbone.body.conv1.weight.is_contiguous()  # channels_last undone
+
+
+def test_auto_keeps_bf16_only_where_it_is_faster_and_agrees(cpu, monkeypatch):
+    import fcnseg.inference.core as core_module
+
+    cpu(AMX)  # bf16 hardware: auto tries both on the first batch
+    model = tiny_model("fcn8s")
+    image = random_image(64, 96, seed=4)
+    core = Predictor(model, device="cpu", precision="auto")
+    core.logits(image[None])
+    choice = core.record["auto"]
+    assert set(choice["ms"]) == {"fp32", "bf16"} and choice["chosen"] == core.precision
+    faster = min(choice["ms"], key=choice["ms"].get)
+    agrees = choice["argmax_agreement"] >= core_module.AUTO_MIN_AGREEMENT
+    assert core.precision == (faster if agrees else "fp32")
+    core.close()
+    # a model whose bf16 labels would disagree keeps fp32, and its memory format
+    monkeypatch.setattr(core_module, "AUTO_MIN_AGREEMENT", 1.01)
+    core = Predictor(model, device="cpu", precision="auto")
+    exact = predict_logits(model, image, device="cpu")[0]
+    torch.testing.assert_close(core.logits(image[None])[0], exact, rtol=1e-4, atol=1e-4)
+    assert core.precision == "fp32" and core.record["auto"]["chosen"] == "fp32"
+    assert model.backbone.body.conv1.weight.is_contiguous()
+    cpu(AVX2)  # no bf16 hardware: auto is fp32 at once, nothing tried
+    assert Predictor(model, device="cpu", precision="auto").choice is None

@@ -8,6 +8,7 @@ option (a precision, a fast path) is one edit here.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import torch
@@ -25,7 +26,11 @@ from fcnseg.inference.sliding import _pair, _Tiled
 from fcnseg.inference.tta import parse_tta, tta_logits
 from fcnseg.io.devices import resolve_device
 
-__all__ = ["Predictor"]
+__all__ = ["AUTO_MIN_AGREEMENT", "Predictor"]
+
+#: ``auto`` keeps bf16 only where at least this share of pixels gets fp32's label (bf16 keeps 8
+#: significant bits: only pixels whose top two classes are within ~1 % of each other may flip)
+AUTO_MIN_AGREEMENT = 0.99
 
 
 class Predictor:
@@ -38,9 +43,11 @@ class Predictor:
             its training flag.
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` (the GPU when there is one) ...; default:
             the device of the model's parameters.
-        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` (GPU) or ``"auto"`` (bf16 where the CPU or
-            GPU computes it natively, else fp32): autocast around the forward; the TTA average,
-            the returned logits and anything computed from them are float32.
+        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` (GPU) or ``"auto"``: autocast around the
+            forward; the TTA average, the returned logits and anything computed from them are
+            float32. ``auto`` is fp32 where the hardware has no native bf16; where it has, both
+            run on the first batch and bf16 is kept only if it is faster for this model and
+            agrees with fp32 (``record["auto"]`` says what was measured).
         tta: ``None``, or flips and scales such as ``"flip,0.75,1.0,1.25"``
             (:func:`fcnseg.inference.tta.tta_logits`).
         window: tile size for sliding-window inference (int or ``(h, w)``); ``None``: whole
@@ -75,6 +82,12 @@ class Predictor:
                 raise ValueError(f"overlap must be in [0, 1), got {overlap}")
         self.device = _choose_device(model, device)
         self.precision = resolve_precision(precision, self.device)
+        # auto on bf16 hardware: bf16 only where it is faster for *this* model and agrees with
+        # fp32 (depthwise nets such as EfficientNet-Lite run slower in bf16 on the CPU); both
+        # are tried on the first batch (:meth:`_choose`)
+        self._pending = precision == "auto" and self.precision != "fp32"
+        self.choice: dict | None = None
+        self._options = (fast, low_memory, window, overlap)
         self.model = model
         self.normalize = Normalize(getattr(model, "config", {}).get("preprocess"))
         # inputs in the model's own dtype (float32, or float64 for reproducibility checks)
@@ -83,19 +96,60 @@ class Predictor:
         )
         self._was_training = model.training
         model.to(self.device).eval()
-        self.channels_last = channels_last_pays(self.precision, self.device)
-        self._made_channels_last = self.channels_last and not _is_channels_last(model)
-        if self._made_channels_last:
-            model.to(memory_format=torch.channels_last)
-        net = model
-        if fast and self.precision == "fp32":
-            net = for_inference(model, self.device, low_memory)
-        self.net = net if window is None else _Tiled(net, window, overlap)
+        self._made_channels_last = False
+        self.net = self._prepare(self.precision)
+
+    def _prepare(self, precision: str) -> nn.Module:
+        """The network as ``precision`` runs it: channels-last where the policy says it pays,
+        the fp32 fast copy where it applies, tiled when asked."""
+        fast, low_memory, window, overlap = self._options
+        self.channels_last = channels_last_pays(precision, self.device)
+        if self.channels_last and not _is_channels_last(self.model):
+            self.model.to(memory_format=torch.channels_last)
+            self._made_channels_last = True
+        net = self.model
+        if fast and precision == "fp32":
+            net = for_inference(self.model, self.device, low_memory)
+        return net if window is None else _Tiled(net, window, overlap)
+
+    def _choose(self, x: torch.Tensor) -> None:
+        """``auto``: time fp32 and bf16 on this batch (one untimed run, then the best of two)
+        and keep bf16 only if it is faster and its labels agree with fp32's on at least
+        :data:`AUTO_MIN_AGREEMENT` of the pixels."""
+        low = self.precision
+        nets = {"fp32": self._prepare("fp32"), low: self._prepare(low)}
+        timings, labels = {}, {}
+        for name, net in nets.items():
+            contiguous = name == "fp32"
+            xin = x if contiguous else x.contiguous(memory_format=torch.channels_last)
+            runs = []
+            for _ in range(3):
+                started = time.perf_counter()
+                with precision_autocast(name, self.device):
+                    out = tta_logits(net, xin, self.scales, self.flip)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                runs.append(time.perf_counter() - started)
+            timings[name] = min(runs[1:]) * 1e3
+            labels[name] = out.float().argmax(1)
+        agreement = float((labels["fp32"] == labels[low]).float().mean())
+        keep = low if timings[low] < timings["fp32"] and agreement >= AUTO_MIN_AGREEMENT else "fp32"
+        self.choice = {"ms": timings, "argmax_agreement": agreement, "chosen": keep}
+        self.precision, self.net = keep, nets[keep]
+        self.channels_last = channels_last_pays(keep, self.device)
+        if keep == "fp32" and self._made_channels_last:
+            self.model.to(memory_format=torch.contiguous_format)
+            self._made_channels_last = False
+        self._pending = False
 
     @property
     def record(self) -> dict:
-        """The precision in use and the hardware it runs on (logs, bench rows, ``/model``)."""
-        return precision_record(self.precision, self.device)
+        """The precision in use and the hardware it runs on (logs, bench rows, ``/model``);
+        for ``auto``, what was tried (after the first batch)."""
+        record = precision_record(self.precision, self.device)
+        if self.choice is not None:
+            record["auto"] = self.choice
+        return record
 
     @torch.inference_mode()
     def logits(self, images: torch.Tensor, normalized: bool = False) -> torch.Tensor:
@@ -109,6 +163,8 @@ class Predictor:
         if not normalized:
             x = self.normalize(x)
         x = x.to(self.dtype)
+        if self._pending:
+            self._choose(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with precision_autocast(self.precision, self.device):
