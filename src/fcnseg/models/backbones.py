@@ -27,6 +27,7 @@ from fcnseg.models.pretrained import (
     WeightsEntry,
     WeightsError,
     check_keys,
+    import_timm,
     resolve_weights,
     timm_lite_name,
 )
@@ -230,18 +231,10 @@ class TimmBackbone(Backbone):
         return {s: features[i] for s, i in self.out_index.items()}
 
 
-def _timm():
-    try:
-        import timm
-    except ImportError:
-        raise ValueError("timm is not installed: pip install 'fcnseg[timm]'") from None
-    return timm
-
-
 def timm_classifier(name: str, weights: WeightsEntry | None = None) -> nn.Module:
     """timm's whole classifier ``name``, its weights loaded strictly from ``weights``."""
     try:
-        net = _timm().create_model(name, pretrained=False)
+        net = import_timm().create_model(name, pretrained=False)
     except RuntimeError as e:  # timm: unknown model name
         raise ValueError(f"timm:{name}: {str(e).strip().splitlines()[0]}") from None
     if weights is not None:
@@ -256,7 +249,7 @@ def _timm_features(name: str, weights: WeightsEntry | None) -> nn.Module:
     ``weights`` checked against the whole network (every key, both sides) and copied into the
     feature extractor (which drops the head; timm's feature wrapper may write ``stages.0`` as
     ``stages_0``)."""
-    timm = _timm()
+    timm = import_timm()
     try:
         net = timm.create_model(name, features_only=True, pretrained=False)
     except RuntimeError as e:  # timm: unknown model name, or no features_only support

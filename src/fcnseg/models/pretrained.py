@@ -40,6 +40,7 @@ __all__ = [
     "WeightsEntry",
     "WeightsError",
     "backbone_preprocess",
+    "import_timm",
     "check_keys",
     "lite_to_timm_keys",
     "resolve_weights",
@@ -269,7 +270,8 @@ def _torchvision_entry(backbone: str, name: str) -> WeightsEntry | None:
     )
 
 
-def _timm():
+def import_timm():
+    """The timm module, or a one-line error naming the extra that installs it."""
     try:
         import timm
     except ImportError:
@@ -278,7 +280,7 @@ def _timm():
 
 
 def _timm_entry(model: str, tag: str) -> WeightsEntry | None:
-    timm = _timm()
+    timm = import_timm()
     full = model if tag == "DEFAULT" else f"{model}.{tag}"
     try:
         cfg = timm.models.get_pretrained_cfg(full)
@@ -323,7 +325,7 @@ def _file_entry(backbone: str, path: Path) -> WeightsEntry:
 @functools.cache
 def _timm_stage_depths(model: str) -> list[int]:
     with torch.device("meta"):
-        net = _timm().create_model(model)
+        net = import_timm().create_model(model)
     return [len(stage) for stage in net.blocks]
 
 
@@ -336,7 +338,7 @@ def weights_names(backbone: str) -> list[str]:
         return [*LITE_NAMES, backbone]
     if backbone.startswith(TIMM_PREFIX):
         model = backbone[len(TIMM_PREFIX) :]
-        tags = [n.partition(".")[2] for n in _timm().list_pretrained(model + ".*")]
+        tags = [n.partition(".")[2] for n in import_timm().list_pretrained(model + ".*")]
         return ["DEFAULT", *[t for t in tags if t]]
     try:
         return ["DEFAULT", *[w.name for w in torchvision.models.get_model_weights(backbone)]]
