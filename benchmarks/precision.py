@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 from benchmarks.harness import PeerUnavailable, format_table, run_benchmark
-from fcnseg.accel.precision import cpu_isa, resolve_precision
+from fcnseg.accel.precision import cpu_isa
 
 CONFIGS = {
     "vgg16 fcn8s 500x500": dict(
@@ -47,10 +47,9 @@ def run(precisions: list[str], repeat: int, quick: bool) -> list[dict]:
         if quick:
             cfg.update(size=(128, 128), train_size=(96, 128), train_batch=1)
         for precision in precisions:
-            # the optimizer's fp32 fast copy does not apply under autocast: bf16 runs eager
-            optimize = cfg["optimize"] and resolve_precision(precision) == "fp32"
+            # fp32: optimize_for_inference's fastest candidate; bf16: the core's bf16 fast copy
             row = run_benchmark(
-                **{**cfg, "optimize": optimize}, precision=precision, train=True,
+                **cfg, precision=precision, train=True,
                 repeat=repeat, train_repeat=max(2, repeat // 2), isolate=True,
             )  # fmt: skip
             row["config"] = label

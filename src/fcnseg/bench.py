@@ -202,8 +202,9 @@ def measure(
             (:class:`fcnseg.inference.Predictor`), the training step autocasts as the trainer.
         channels_last: NHWC memory format for the model and the input; ``None``: where the
             policy says it pays (bf16 on the CPU).
-        optimize: run inference through ``fcnseg.accel.optimize_for_inference``: ``True`` times
-            its candidates and keeps the fastest; a candidate's name builds just that one.
+        optimize: in fp32, run inference through ``fcnseg.accel.optimize_for_inference``:
+            ``True`` times its candidates and keeps the fastest; a candidate's name builds just
+            that one. In bf16: the inference core's fast copy (oneDNN layers, bf16 weights).
         train: also time a training step (``num_classes`` random labels, on ``train_batch`` x
             ``train_size``, default the inference batch and size); inference: time inference.
         warmup, repeat, train_repeat: untimed and timed runs.
@@ -242,7 +243,11 @@ def measure(
 
     if inference:
         runner = net
-        if optimize:
+        if optimize and precision != "fp32":
+            # the inference core's own fast copy in that precision (bf16: oneDNN layers with
+            # pre-packed bf16 weights); optimize_for_inference's candidates are fp32
+            result["optimize_choice"] = f"onednn_{precision}"
+        elif optimize:
             trainable = [p.requires_grad for p in net.parameters()]  # restored for train
             runner = optimize_for_inference(
                 net,
@@ -258,7 +263,8 @@ def measure(
         rss_reset = _reset_peak_rss()
 
         # the inference core, as predict / eval / serve run a model (inputs already normalised)
-        predictor = Predictor(runner, device=dev, precision=precision, fast=False)
+        fast = bool(optimize) and precision != "fp32"
+        predictor = Predictor(runner, device=dev, precision=precision, fast=fast)
 
         def infer() -> None:
             predictor.logits(x, normalized=True)
@@ -278,7 +284,7 @@ def measure(
             result["peak_rss_is_inference_only"] = rss_reset
         predictor.close()
         del runner, predictor
-        if optimize:
+        if optimize and precision == "fp32":
             for p, flag in zip(net.parameters(), trainable, strict=True):
                 p.requires_grad_(flag)
 

@@ -182,3 +182,40 @@ def test_one_inference_copy_per_loop_and_a_new_one_follows_the_weights(monkeypat
     with torch.inference_mode():
         ref = model(x)
         torch.testing.assert_close(second(x), ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("backbone", ["vgg16", "resnet18"])
+def test_the_bf16_copy_holds_bf16_weights_and_agrees_with_the_fp32_model(backbone):
+    from fcnseg.accel.precision import precision_autocast
+
+    model = _informative(fcnseg.build_model("fcn8s", backbone=backbone, num_classes=4))
+    fast = to_onednn(model, dtype=torch.bfloat16)
+    layers = [m for m in fast.modules() if isinstance(m, FusedConv2d | ConvAsMatmul)]
+    assert layers and all(m.dtype == torch.bfloat16 for m in layers)
+    assert all(m.weight.dtype == torch.bfloat16 for m in layers if isinstance(m, ConvAsMatmul))
+    assert next(model.parameters()).dtype == torch.float32  # the model keeps its fp32 weights
+    x = torch.randn(1, 3, 77, 101)
+    with torch.inference_mode():
+        exact = model(x)[0]
+        with precision_autocast("bf16", "cpu"):
+            low = fast(x.contiguous(memory_format=torch.channels_last))[0].float()
+    # bf16 keeps 8 significant bits: a few 1/256 of the logits' range after a dozen layers,
+    # and the same argmax wherever the top two classes are further apart than that
+    scale = exact.abs().max()
+    assert (low - exact).abs().max() < 0.1 * scale
+    top2 = exact.topk(2, dim=0).values
+    clear = (top2[0] - top2[1]) > 0.05 * scale
+    assert clear.float().mean() > 0.5 and torch.equal(low.argmax(0)[clear], exact.argmax(0)[clear])
+
+
+def test_the_core_runs_the_bf16_copy_and_low_memory_keeps_the_autocast_model():
+    from fcnseg.inference.core import Predictor
+
+    model = _informative(fcnseg.build_model("fcn8s", backbone="resnet18", num_classes=3))
+    with Predictor(model, device="cpu", precision="bf16") as core:
+        layers = [m for m in core.net.modules() if isinstance(m, FusedConv2d)]
+        assert layers and all(m.dtype == torch.bfloat16 for m in layers)
+    with Predictor(model, device="cpu", precision="bf16", low_memory=True) as core:
+        assert core.net is model
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        to_onednn(model, dtype=torch.float16)

@@ -127,6 +127,27 @@ def test_transforms_are_applied_to_samples(tmp_path):
     assert mask.shape == (20, 20) and mask.dtype == torch.int64
 
 
+def test_decode_cache_reads_each_file_once_and_still_augments(tmp_path, monkeypatch):
+    labels = make_folder(tmp_path, "index")
+    ds = build_dataset("folder", root=tmp_path, split="train")
+    plain = [ds[i] for i in range(len(ds))]
+    reads = []
+    original = type(ds).load_image
+    counted = staticmethod(lambda path: reads.append(path) or original(path))
+    monkeypatch.setattr(type(ds), "load_image", counted)
+    ds.cache_decoded()
+    for _ in range(3):
+        for i, (image, _) in enumerate(plain):
+            got_image, got_mask = ds[i]
+            assert torch.equal(got_image, image) and got_mask.dtype == torch.int64
+            assert np.array_equal(got_mask.numpy(), labels["abc"[i]])  # 255 kept through uint8
+    assert len(reads) == len(ds)  # decoded once each, not once per pass
+    # the augmentation runs on every read of a cached sample, not once
+    ds.transforms = build_transforms(True, crop_size=(4, 4), scale_range=(0.5, 1.5))
+    crops = {tuple(ds[0][0].flatten().tolist()) for _ in range(20)}
+    assert len(crops) > 1 and len(reads) == len(ds)
+
+
 # --- SBD --------------------------------------------------------------------------------
 def test_sbd_reads_gtcls_segmentation_from_mat(tmp_path):
     savemat = pytest.importorskip("scipy.io").savemat

@@ -17,6 +17,12 @@ it does not transform (no second copy of fc6's weight, the largest tensor), comp
 outputs within float rounding (1e-5 relative) for any input shape, and runs in NHWC. Inference
 only: the oneDNN ops have no autograd. ``available()`` says whether this PyTorch build has them.
 
+``to_onednn(model, dtype=torch.bfloat16)`` is the same copy in bf16 (CPUs with AMX or
+AVX512-BF16): each converted layer holds its weight in bf16, pre-packed, takes and gives bf16
+NHWC maps, and keeps oneDNN's fp32 accumulation; layers it does not convert run under bf16
+autocast (the caller's ``precision_autocast``). Where the fp32 copy shares the weights it uses
+as they are, the bf16 copy holds bf16 copies (half their size).
+
 ``to_onednn(model, stream_weights=True)`` is the low-memory variant for weights that were
 memory-mapped from a checkpoint (``fcnseg.load_model(path, mmap=True)``): a layer's weight is
 mapped in while the layer runs and dropped from the process's resident set right after
@@ -109,14 +115,22 @@ def release_pages(t: torch.Tensor) -> None:
 class FusedConv2d(nn.Module):
     """``Conv2d`` (+ ``ReLU``) as one oneDNN call; input and output NHWC (channels_last)."""
 
-    def __init__(self, conv: nn.Conv2d, relu: bool = False, stream: bool = False) -> None:
+    def __init__(
+        self,
+        conv: nn.Conv2d,
+        relu: bool = False,
+        stream: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         super().__init__()
         weight = conv.weight.detach()
         self.padding, self.stride = list(conv.padding), list(conv.stride)
         self.dilation, self.groups = list(conv.dilation), conv.groups
         self.relu = relu
+        self.dtype = dtype
         # stream: keep a file-backed weight where it is and drop its pages after each call
-        self.stream = stream and file_backed(weight)
+        self.stream = stream and dtype == weight.dtype and file_backed(weight)
+        weight = weight.to(dtype)
         self.shape = tuple(weight.shape)
         if not self.stream:
             # A copy in oneDNN's own blocked layout, so no call reorders it (a few percent on
@@ -124,11 +138,12 @@ class FusedConv2d(nn.Module):
             # attribute: an opaque oneDNN tensor has no place in a state dict.
             weight = _packed(weight, self)
         self.weight = weight
-        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach())
+        bias = None if conv.bias is None else conv.bias.detach().to(dtype)
+        self.register_buffer("bias", bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.ops.mkldnn._convolution_pointwise(
-            x.contiguous(memory_format=_NHWC),
+            x.to(self.dtype).contiguous(memory_format=_NHWC),
             self.weight,
             self.bias,
             self.padding,
@@ -145,7 +160,8 @@ class FusedConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         o, i, kh, kw = self.shape
-        return f"{i * self.groups}, {o}, kernel_size=({kh}, {kw}), relu={self.relu}"
+        dtype = "" if self.dtype == torch.float32 else f", dtype={self.dtype}"
+        return f"{i * self.groups}, {o}, kernel_size=({kh}, {kw}), relu={self.relu}{dtype}"
 
 
 def _packed(weight: torch.Tensor, conv: FusedConv2d) -> torch.Tensor:
@@ -168,13 +184,22 @@ class ConvAsMatmul(nn.Module):
     """
 
     def __init__(
-        self, conv: nn.Conv2d, relu: bool = False, stream: bool = False, chunk_mib: float = 96
+        self,
+        conv: nn.Conv2d,
+        relu: bool = False,
+        stream: bool = False,
+        chunk_mib: float = 96,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        # an (O, K) view of the weight in whichever column order its layout gives
+        # an (O, K) view of the weight in whichever column order its layout gives (a copy in
+        # another dtype)
         weight, self.channels_last_order = weight_matrix(conv.weight.detach())
-        self.register_buffer("weight", weight)
-        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach())
+        stream = stream and dtype == weight.dtype
+        self.dtype = dtype
+        self.register_buffer("weight", weight.to(dtype))
+        bias = None if conv.bias is None else conv.bias.detach().to(dtype)
+        self.register_buffer("bias", bias)
         self.kernel = tuple(conv.kernel_size)
         self.stride, self.padding = tuple(conv.stride), tuple(conv.padding)
         self.relu = relu
@@ -198,13 +223,14 @@ class ConvAsMatmul(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows, oh, ow = im2col_rows(
-            x, self.kernel, self.padding, self.stride, self.channels_last_order
+            x.to(self.dtype), self.kernel, self.padding, self.stride, self.channels_last_order
         )
         out = self._matmul(rows)
         return out.view(x.shape[0], oh, ow, -1).permute(0, 3, 1, 2)
 
     def extra_repr(self) -> str:
-        return f"{tuple(self.weight.shape)}, kernel_size={self.kernel}, relu={self.relu}"
+        dtype = "" if self.dtype == torch.float32 else f", dtype={self.dtype}"
+        return f"{tuple(self.weight.shape)}, kernel_size={self.kernel}, relu={self.relu}{dtype}"
 
 
 def _as_matmul(conv: nn.Conv2d) -> bool:
@@ -226,9 +252,9 @@ def _convertible(conv: nn.Module) -> bool:
     )
 
 
-def _onednn_layer(conv: nn.Conv2d, relu: bool, stream: bool) -> nn.Module:
+def _onednn_layer(conv: nn.Conv2d, relu: bool, stream: bool, dtype: torch.dtype) -> nn.Module:
     layer = ConvAsMatmul if _as_matmul(conv) else FusedConv2d
-    return layer(conv, relu, stream=stream)
+    return layer(conv, relu, stream=stream, dtype=dtype)
 
 
 def _sequential_children(module: nn.Module) -> list[str] | None:
@@ -238,7 +264,7 @@ def _sequential_children(module: nn.Module) -> list[str] | None:
     return None
 
 
-def _fuse_in_sequence(module: nn.Module, stream: bool) -> None:
+def _fuse_in_sequence(module: nn.Module, stream: bool, dtype: torch.dtype) -> None:
     """Fold BatchNorm into the preceding convolution and fuse a following ReLU, in place."""
     names = _sequential_children(module)
     if names is None:
@@ -252,7 +278,8 @@ def _fuse_in_sequence(module: nn.Module, stream: bool) -> None:
             continue
         following = names[i + 1 : i + 3]
         nxt = module._modules[following[0]] if following else None
-        if isinstance(nxt, nn.BatchNorm2d) and not nxt.training and nxt.track_running_stats:
+        # only the plain layer: a subclass (timm's BatchNormAct2d) may hold an activation
+        if type(nxt) is nn.BatchNorm2d and not nxt.training and nxt.track_running_stats:
             module._modules[name] = conv = fuse_conv_bn_eval(conv, nxt)
             module._modules[following[0]] = nn.Identity()
             if following[0] in tapped:
@@ -260,11 +287,13 @@ def _fuse_in_sequence(module: nn.Module, stream: bool) -> None:
             following = following[1:]
             nxt = module._modules[following[0]] if following else None
         if isinstance(nxt, nn.ReLU):
-            module._modules[name] = _onednn_layer(conv, relu=True, stream=stream)
+            module._modules[name] = _onednn_layer(conv, relu=True, stream=stream, dtype=dtype)
             module._modules[following[0]] = nn.Identity()
 
 
-def to_onednn(model: nn.Module, stream_weights: bool = False) -> nn.Module:
+def to_onednn(
+    model: nn.Module, stream_weights: bool = False, dtype: torch.dtype = torch.float32
+) -> nn.Module:
     """A copy of ``model``, in eval mode, whose ``Conv2d`` layers run as oneDNN calls (``model``
     itself is left as it is, training flag included).
 
@@ -272,26 +301,36 @@ def to_onednn(model: nn.Module, stream_weights: bool = False) -> nn.Module:
     are shared with ``model``, not copied. Feed it channels_last inputs for the best speed;
     any shape works. ``stream_weights``: weights that are file-backed (``load_model(path,
     mmap=True)``) are dropped from the resident set after each use (see the module docstring);
-    others are unaffected. Raises ``RuntimeError`` where ``available()`` is false.
+    others are unaffected. ``dtype=torch.bfloat16``: the converted layers compute in bf16
+    (module docstring; no streaming). Raises ``RuntimeError`` where ``available()`` is false,
+    ``ValueError`` for a dtype other than float32 and bfloat16.
     """
+    if dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"to_onednn computes in float32 or bfloat16, not {dtype}")
     if not available():
         raise RuntimeError("this PyTorch build has no oneDNN pointwise ops (torch.ops.mkldnn)")
     shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
     fast = copy.deepcopy(model, memo=shared).eval()  # new modules, the same tensors
     for module in list(fast.modules()):
-        _fuse_in_sequence(module, stream_weights)
+        _fuse_in_sequence(module, stream_weights, dtype)
     for module in list(fast.modules()):
         for name, child in list(module._modules.items()):
             if child is not None and _convertible(child):
-                module._modules[name] = _onednn_layer(child, relu=False, stream=stream_weights)
+                module._modules[name] = _onednn_layer(
+                    child, relu=False, stream=stream_weights, dtype=dtype
+                )
     return fast.eval()  # the new layers too
 
 
 def for_inference(
-    model: nn.Module, device: torch.device | str, stream_weights: bool = False
+    model: nn.Module,
+    device: torch.device | str,
+    stream_weights: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> nn.Module:
-    """What ``predict`` and ``evaluate`` run: ``to_onednn(model, stream_weights)`` on a CPU
-    where it applies (oneDNN in this build, float32 weights), else ``model`` itself.
+    """What ``predict`` and ``evaluate`` run: ``to_onednn(model, stream_weights, dtype)`` on a
+    CPU where it applies (oneDNN in this build, float32 weights), else ``model`` itself.
+    ``dtype``: the converted layers' (``torch.bfloat16`` for ``precision="bf16"``).
 
     Every call builds a new copy from the model's current weights; nothing is cached. The
     copy is held by whoever runs the loop over many images, for as long as the loop runs:
@@ -307,4 +346,4 @@ def for_inference(
         return model
     if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in model.parameters()):
         return model
-    return to_onednn(model, stream_weights=stream_weights)
+    return to_onednn(model, stream_weights=stream_weights, dtype=dtype)

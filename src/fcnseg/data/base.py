@@ -58,6 +58,7 @@ class SegmentationDataset(Dataset):
         self.classes: list[str] = []
         self.palette: Palette = []
         self.files: list[tuple[Path, Path]] = []
+        self._decoded: dict[int, tuple[torch.Tensor, torch.Tensor, str]] | None = None
 
     # --- metadata -------------------------------------------------------------------------
     @property
@@ -104,6 +105,27 @@ class SegmentationDataset(Dataset):
         image_path, mask_path = self.files[index]
         return self.load_image(image_path), self.load_mask(mask_path), str(mask_path)
 
+    def cache_decoded(self, enabled: bool = True) -> None:
+        """Keep each sample as decoded (uint8 image, uint8 mask) in memory after its first read.
+
+        PNG decoding is most of a CamVid sample's loading time; with the cache each file is
+        decoded once per run, not once per epoch, and random augmentation still runs afresh
+        on every read. Costs ``H * W * 4`` bytes a sample (CamVid's 468: about 320 MB).
+        Masks with labels above 255 are kept as ``int64``.
+        """
+        self._decoded = {} if enabled else None
+
+    def _load_decoded(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        if self._decoded is None:
+            return self.load_sample(index)
+        hit = self._decoded.get(index)
+        if hit is None:
+            image, mask, where = self.load_sample(index)
+            if mask.numel() == 0 or (int(mask.min()) >= 0 and int(mask.max()) <= 255):
+                mask = mask.to(torch.uint8)
+            hit = self._decoded[index] = (image, mask, where)
+        return hit
+
     # --- Dataset protocol -----------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.files)
@@ -112,7 +134,7 @@ class SegmentationDataset(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         index = index % len(self)
-        image, mask, where = self.load_sample(index)
+        image, mask, where = self._load_decoded(index)
         if image.shape[-2:] != mask.shape[-2:]:
             raise ValueError(
                 f"{where}: mask size {tuple(mask.shape[-2:])} differs from image size "

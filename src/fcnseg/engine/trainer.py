@@ -176,6 +176,9 @@ class Trainer:
             set_max_image_pixels(d.max_image_pixels)
         self.train_set = build_dataset(d.dataset, d.root, d.train_split, **d.options)
         self.val_set = build_dataset(d.dataset, d.root, d.val_split, **d.options)
+        if d.cache:
+            self.train_set.cache_decoded()
+            self.val_set.cache_decoded()
         if len(self.train_set) == 0:
             raise ValueError(f"{d.dataset} {d.train_split}: no training samples")
         if self.train_set.num_classes != m.num_classes:

@@ -52,11 +52,13 @@ class Predictor:
             (:func:`fcnseg.inference.tta.tta_logits`).
         window: tile size for sliding-window inference (int or ``(h, w)``); ``None``: whole
             images. ``overlap``: the tiles' overlap fraction.
-        fast: on the CPU in fp32, run a copy of the model on oneDNN's fused kernels
-            (:func:`fcnseg.accel.onednn.for_inference`; the same logits within 1e-5 relative).
-            In bf16 on the CPU the model runs with channels-last activations instead.
+        fast: on the CPU, run a copy of the model on oneDNN's fused kernels
+            (:func:`fcnseg.accel.onednn.for_inference`): in fp32 the same logits within 1e-5
+            relative; in bf16 with the weights pre-packed in bf16 and channels-last
+            activations (the layers it does not convert run under autocast).
         low_memory: with ``fast``: weights memory-mapped by ``load_model(mmap=True)`` are
-            dropped from the resident set after each layer.
+            dropped from the resident set after each layer (fp32); bf16 then runs the
+            autocast model, which holds no bf16 copy of the weights.
 
     Raises:
         ValueError: a bad ``precision``, ``tta``, ``window`` or ``overlap``.
@@ -101,7 +103,7 @@ class Predictor:
 
     def _prepare(self, precision: str) -> nn.Module:
         """The network as ``precision`` runs it: channels-last where the policy says it pays,
-        the fp32 fast copy where it applies, tiled when asked."""
+        the oneDNN fast copy (fp32 or bf16) where it applies, tiled when asked."""
         fast, low_memory, window, overlap = self._options
         self.channels_last = channels_last_pays(precision, self.device)
         if self.channels_last and not _is_channels_last(self.model):
@@ -110,6 +112,10 @@ class Predictor:
         net = self.model
         if fast and precision == "fp32":
             net = for_inference(self.model, self.device, low_memory)
+        elif fast and precision == "bf16" and not low_memory:
+            # the converted layers' weights as pre-packed bf16 copies (half their fp32 size;
+            # low_memory keeps the autocast model, which holds no second copy)
+            net = for_inference(self.model, self.device, dtype=torch.bfloat16)
         return net if window is None else _Tiled(net, window, overlap)
 
     def _choose(self, x: torch.Tensor) -> None:
