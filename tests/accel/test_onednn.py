@@ -48,6 +48,7 @@ def _informative(model: nn.Module) -> nn.Module:
         ("fcn8s", "resnet18", False),
         ("fcn8s", "mobilenet_v3_large", False),
         ("fcn32s", "alexnet", False),
+        ("fcn8s", "efficientnet_lite0", False),  # timm blocks: BatchNorm + ReLU6 folded by name
     ],
 )
 def test_same_outputs_as_the_eager_model_for_any_shape(head, backbone, pad100):
@@ -84,6 +85,19 @@ def test_vgg_layers_are_rewritten_and_fc6_is_not_copied():
     convs = [m for m in fast.backbone.features.values() if isinstance(m, FusedConv2d)]
     assert len(convs) == 13 and all(c.relu for c in convs)  # every 3x3 conv has its ReLU fused
     assert isinstance(model.backbone.fc6, nn.Conv2d)  # the original model is left as it was
+
+
+def test_timm_blocks_lose_every_batchnorm_and_run_relu6_inside_onednn():
+    pytest.importorskip("timm")
+    model = fcnseg.build_model("fcn8s", backbone="efficientnet_lite0", num_classes=3)
+    fast = to_onednn(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    block = fast.backbone.body.blocks[1][0]  # an InvertedResidual: 1x1 -> 3x3 dw -> 1x1
+    assert isinstance(block.conv_pw, ConvAsMatmul) and block.conv_pw.act == "relu6"
+    assert isinstance(block.conv_pwl, ConvAsMatmul) and block.conv_pwl.act is None
+    # its stride-2 depthwise layer pads at run time (TF "same"): folded, ReLU6 after it
+    assert type(block.conv_dw).__name__ == "Conv2dSame" and isinstance(block.bn2, nn.ReLU6)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # model left as it was
 
 
 def test_a_returned_convolution_keeps_its_pre_activation_output():

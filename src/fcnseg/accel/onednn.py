@@ -69,8 +69,9 @@ def available() -> bool:
     return matmul_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
-def _attr(relu: bool) -> str:
-    return "relu" if relu else "none"
+# the activations oneDNN runs fused into a convolution or inner product: (attr, scalars)
+_FUSED_ACTS = {None: ("none", []), "relu": ("relu", []), "relu6": ("hardtanh", [0.0, 6.0])}
+_ACT_NAMES = {nn.Identity: None, nn.ReLU: "relu", nn.ReLU6: "relu6"}
 
 
 def file_backed(t: torch.Tensor) -> bool:
@@ -118,7 +119,7 @@ class FusedConv2d(nn.Module):
     def __init__(
         self,
         conv: nn.Conv2d,
-        relu: bool = False,
+        act: str | None = None,
         stream: bool = False,
         dtype: torch.dtype = torch.float32,
     ) -> None:
@@ -126,7 +127,7 @@ class FusedConv2d(nn.Module):
         weight = conv.weight.detach()
         self.padding, self.stride = list(conv.padding), list(conv.stride)
         self.dilation, self.groups = list(conv.dilation), conv.groups
-        self.relu = relu
+        self.act, self.relu = act, act is not None
         self.dtype = dtype
         # stream: keep a file-backed weight where it is and drop its pages after each call
         self.stream = stream and dtype == weight.dtype and file_backed(weight)
@@ -150,8 +151,7 @@ class FusedConv2d(nn.Module):
             self.stride,
             self.dilation,
             self.groups,
-            _attr(self.relu),
-            [],
+            *_FUSED_ACTS[self.act],
             "",
         )
         if self.stream:
@@ -161,7 +161,7 @@ class FusedConv2d(nn.Module):
     def extra_repr(self) -> str:
         o, i, kh, kw = self.shape
         dtype = "" if self.dtype == torch.float32 else f", dtype={self.dtype}"
-        return f"{i * self.groups}, {o}, kernel_size=({kh}, {kw}), relu={self.relu}{dtype}"
+        return f"{i * self.groups}, {o}, kernel_size=({kh}, {kw}), act={self.act}{dtype}"
 
 
 def _packed(weight: torch.Tensor, conv: FusedConv2d) -> torch.Tensor:
@@ -186,7 +186,7 @@ class ConvAsMatmul(nn.Module):
     def __init__(
         self,
         conv: nn.Conv2d,
-        relu: bool = False,
+        act: str | None = None,
         stream: bool = False,
         chunk_mib: float = 96,
         dtype: torch.dtype = torch.float32,
@@ -202,7 +202,7 @@ class ConvAsMatmul(nn.Module):
         self.register_buffer("bias", bias)
         self.kernel = tuple(conv.kernel_size)
         self.stride, self.padding = tuple(conv.stride), tuple(conv.padding)
-        self.relu = relu
+        self.act, self.relu = act, act is not None
         # stream: output channels in chunks of about chunk_mib of weight (fc6: 4 chunks), each
         # chunk's pages dropped after use; smaller chunks mean smaller, less efficient products
         self.stream = stream and file_backed(self.weight)
@@ -210,14 +210,16 @@ class ConvAsMatmul(nn.Module):
         self.chunk = max(1, int(chunk_mib * 2**20) // row_bytes) if self.stream else None
 
     def _matmul(self, rows: torch.Tensor) -> torch.Tensor:
-        attr = _attr(self.relu)
+        attr, scalars = _FUSED_ACTS[self.act]
         if self.chunk is None:
-            return torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, attr, [], "")
+            return torch.ops.mkldnn._linear_pointwise(
+                rows, self.weight, self.bias, attr, scalars, ""
+            )
         outs = []
         for i in range(0, self.weight.shape[0], self.chunk):
             w = self.weight[i : i + self.chunk]
             b = None if self.bias is None else self.bias[i : i + self.chunk]
-            outs.append(torch.ops.mkldnn._linear_pointwise(rows, w, b, attr, [], ""))
+            outs.append(torch.ops.mkldnn._linear_pointwise(rows, w, b, attr, scalars, ""))
             release_pages(w)
         return torch.cat(outs, dim=1)
 
@@ -230,7 +232,7 @@ class ConvAsMatmul(nn.Module):
 
     def extra_repr(self) -> str:
         dtype = "" if self.dtype == torch.float32 else f", dtype={self.dtype}"
-        return f"{tuple(self.weight.shape)}, kernel_size={self.kernel}, relu={self.relu}{dtype}"
+        return f"{tuple(self.weight.shape)}, kernel_size={self.kernel}, act={self.act}{dtype}"
 
 
 def _as_matmul(conv: nn.Conv2d) -> bool:
@@ -252,9 +254,9 @@ def _convertible(conv: nn.Module) -> bool:
     )
 
 
-def _onednn_layer(conv: nn.Conv2d, relu: bool, stream: bool, dtype: torch.dtype) -> nn.Module:
+def _onednn_layer(conv: nn.Conv2d, act: str | None, stream: bool, dtype: torch.dtype) -> nn.Module:
     layer = ConvAsMatmul if _as_matmul(conv) else FusedConv2d
-    return layer(conv, relu, stream=stream, dtype=dtype)
+    return layer(conv, act, stream=stream, dtype=dtype)
 
 
 def _sequential_children(module: nn.Module) -> list[str] | None:
@@ -287,8 +289,47 @@ def _fuse_in_sequence(module: nn.Module, stream: bool, dtype: torch.dtype) -> No
             following = following[1:]
             nxt = module._modules[following[0]] if following else None
         if isinstance(nxt, nn.ReLU):
-            module._modules[name] = _onednn_layer(conv, relu=True, stream=stream, dtype=dtype)
+            module._modules[name] = _onednn_layer(conv, "relu", stream=stream, dtype=dtype)
             module._modules[following[0]] = nn.Identity()
+
+
+# timm's EfficientNet / MobileNet blocks call their layers by name, not in a Sequential: each
+# block type's (convolution, BatchNorm + activation) pairs, where its forward runs one on the other
+_TIMM_PAIRS = {
+    "EfficientNet": (("conv_stem", "bn1"), ("conv_head", "bn2")),
+    "EfficientNetFeatures": (("conv_stem", "bn1"),),
+    "MobileNetV3": (("conv_stem", "bn1"),),
+    "MobileNetV3Features": (("conv_stem", "bn1"),),
+    "DepthwiseSeparableConv": (("conv_dw", "bn1"), ("conv_pw", "bn2")),
+    "InvertedResidual": (("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3")),
+}
+
+
+def _fuse_named_pairs(module: nn.Module, stream: bool, dtype: torch.dtype) -> None:
+    """Fold each BatchNorm of a timm block into its convolution, with the activation timm's
+    ``BatchNormAct2d`` carries fused into the oneDNN call (ReLU, ReLU6), in place. A
+    convolution oneDNN does not run as is (timm's ``Conv2dSame`` pads at run time) keeps its
+    class with the BatchNorm folded in and the activation after it."""
+    if not type(module).__module__.startswith("timm."):
+        return
+    for conv_name, bn_name in _TIMM_PAIRS.get(type(module).__name__, ()):
+        conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
+        if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
+            continue
+        if bn.training or not bn.track_running_stats:
+            continue
+        act = getattr(bn, "act", nn.Identity())
+        if type(act) not in _ACT_NAMES or not isinstance(
+            getattr(bn, "drop", nn.Identity()), nn.Identity | nn.Dropout
+        ):
+            continue
+        fused = fuse_conv_bn_eval(conv, bn)
+        if _convertible(fused):
+            setattr(module, conv_name, _onednn_layer(fused, _ACT_NAMES[type(act)], stream, dtype))
+            setattr(module, bn_name, nn.Identity())
+        else:
+            setattr(module, conv_name, fused)
+            setattr(module, bn_name, act)
 
 
 def to_onednn(
@@ -313,11 +354,12 @@ def to_onednn(
     fast = copy.deepcopy(model, memo=shared).eval()  # new modules, the same tensors
     for module in list(fast.modules()):
         _fuse_in_sequence(module, stream_weights, dtype)
+        _fuse_named_pairs(module, stream_weights, dtype)
     for module in list(fast.modules()):
         for name, child in list(module._modules.items()):
             if child is not None and _convertible(child):
                 module._modules[name] = _onednn_layer(
-                    child, relu=False, stream=stream_weights, dtype=dtype
+                    child, None, stream=stream_weights, dtype=dtype
                 )
     return fast.eval()  # the new layers too
 
