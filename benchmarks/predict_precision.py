@@ -17,7 +17,7 @@ import torch
 
 import fcnseg
 from fcnseg.accel.precision import cpu_isa
-from fcnseg.bench import parse_size
+from fcnseg.config import parse_size
 
 
 def main(argv: list[str] | None = None) -> int:
