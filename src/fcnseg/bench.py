@@ -265,6 +265,8 @@ def measure(
         # the inference core, as predict / eval / serve run a model (inputs already normalised)
         fast = bool(optimize) and precision != "fp32"
         predictor = Predictor(runner, device=dev, precision=precision, fast=fast)
+        if fast and predictor.net is runner:  # no fast copy in this precision on this CPU
+            result["optimize_choice"] = "autocast"
 
         def infer() -> None:
             predictor.logits(x, normalized=True)

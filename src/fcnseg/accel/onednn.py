@@ -57,6 +57,7 @@ __all__ = [
     "ConvAsMatmul",
     "FusedConv2d",
     "available",
+    "bf16_available",
     "file_backed",
     "for_inference",
     "release_pages",
@@ -67,6 +68,18 @@ __all__ = [
 def available() -> bool:
     """True where PyTorch was built with oneDNN and exposes its pointwise-fused CPU ops."""
     return matmul_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def bf16_available() -> bool:
+    """True where ``to_onednn(model, dtype=torch.bfloat16)`` can run: oneDNN here, and a CPU
+    (under its ``ONEDNN_MAX_CPU_ISA`` cap) with the bf16 conversions oneDNN's bf16 kernels
+    need (AVX-512 BW/VL/DQ or AVX-NE-CONVERT). Decided at run time, never assumed."""
+    if not available():
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 # the activations oneDNN runs fused into a convolution or inner product: (attr, scalars)
@@ -350,6 +363,10 @@ def to_onednn(
         raise ValueError(f"to_onednn computes in float32 or bfloat16, not {dtype}")
     if not available():
         raise RuntimeError("this PyTorch build has no oneDNN pointwise ops (torch.ops.mkldnn)")
+    if dtype == torch.bfloat16 and not bf16_available():
+        raise RuntimeError(
+            "oneDNN has no bf16 kernels on this CPU (they need AVX-512 BW/VL/DQ or AVX-NE-CONVERT)"
+        )
     shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
     fast = copy.deepcopy(model, memo=shared).eval()  # new modules, the same tensors
     for module in list(fast.modules()):
@@ -372,7 +389,8 @@ def for_inference(
 ) -> nn.Module:
     """What ``predict`` and ``evaluate`` run: ``to_onednn(model, stream_weights, dtype)`` on a
     CPU where it applies (oneDNN in this build, float32 weights), else ``model`` itself.
-    ``dtype``: the converted layers' (``torch.bfloat16`` for ``precision="bf16"``).
+    ``dtype``: the converted layers' (``torch.bfloat16`` for ``precision="bf16"``; where
+    ``bf16_available()`` is false, ``model`` itself, which the caller runs under autocast).
 
     Every call builds a new copy from the model's current weights; nothing is cached. The
     copy is held by whoever runs the loop over many images, for as long as the loop runs:
@@ -385,6 +403,8 @@ def for_inference(
     ``load_state_dict`` or a ``.to()`` a new call is what reflects the current weights.
     """
     if torch.device(device).type != "cpu" or not available():
+        return model
+    if dtype == torch.bfloat16 and not bf16_available():
         return model
     if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in model.parameters()):
         return model
