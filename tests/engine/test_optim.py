@@ -40,6 +40,29 @@ def test_bias_decay_and_adamw():
     assert isinstance(opt, torch.optim.AdamW)
 
 
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_cpu_optimisers_are_torchs_fused_ones_and_step_as_the_per_tensor_loop(name):
+    torch.manual_seed(0)
+    model = fcnseg.build_model("fcn32s", backbone="resnet18", num_classes=3)
+    twin = fcnseg.build_model("fcn32s", backbone="resnet18", num_classes=3)
+    twin.load_state_dict(model.state_dict())
+    cfg = TrainConfig(optimizer=name, lr=1e-2, weight_decay=1e-2)
+    opt = build_optimizer(model, cfg)
+    assert all(g["fused"] for g in opt.param_groups)
+    loop = build_optimizer(twin, cfg)
+    for g in loop.param_groups:
+        g["fused"], g["foreach"] = False, False  # torch's reference per-tensor update
+    x = torch.randn(2, 3, 64, 64)
+    for _ in range(3):
+        for net, o in ((model, opt), (twin, loop)):
+            o.zero_grad()
+            net(x).square().mean().backward()
+            o.step()
+    # the same arithmetic in another order: float32 rounding of each parameter and update
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
 def test_schedule_values():
     assert lr_factor(0, "fixed", 100) == 1.0
     assert lr_factor(50, "poly", 100, power=0.9) == pytest.approx(0.5**0.9)

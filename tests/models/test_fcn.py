@@ -173,6 +173,21 @@ def test_final_upsampling_is_bilinear_interpolation():
     torch.testing.assert_close(out, expected[:, :, :70, :100], atol=1e-5, rtol=1e-4)
 
 
+def test_fixed_upsampling_under_bf16_autocast_is_the_fp32_interpolation_of_its_input():
+    # autocast would run the depthwise transposed convolution in bf16 (slow on CPUs); the
+    # layer computes in fp32 instead: scores out in fp32, exactly what fp32 gives
+    from fcnseg.models.upsampling import BilinearUpsample, Grid
+
+    up = BilinearUpsample(5, 8, 16, Grid(8, 0.0), pad=1)
+    x = torch.randn(2, 5, 9, 13).to(torch.bfloat16)
+    with torch.no_grad():
+        exact = up(x.float())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = up(x)
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, exact, rtol=0, atol=0)
+
+
 def test_score_layers_start_at_zero_and_deconvs_at_bilinear():
     model = fcnseg.fcn8s(num_classes=5, backbone="resnet18")
     for name in ("score_fr", "score_pool4", "score_pool3"):

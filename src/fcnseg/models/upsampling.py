@@ -11,8 +11,6 @@ crop that aligns them, which is exactly what Caffe's ``crop`` layer computes fro
 layer geometry (offsets 19, 5, 27, 9, 31 in `voc-fcn*/net.py`).
 """
 
-from __future__ import annotations
-
 import math
 from dataclasses import dataclass
 
@@ -110,7 +108,26 @@ class BilinearUpsample(nn.Module):
         w = self.deconv.weight
         c = w.shape[0]
         depthwise = w.reshape(c * c, 1, w.shape[2], w.shape[3])[:: c + 1]
+        if not torch.jit.is_scripting() and self._under_autocast(x):
+            return self._fp32(x, depthwise)
         return F.conv_transpose2d(x, depthwise, stride=self.factor, groups=c)
+
+    # (unused by TorchScript, which has no autocast; its stubs need the annotations that
+    # ``from __future__ import annotations`` would turn into strings, hence none here)
+    @torch.jit.unused
+    def _under_autocast(self, x: torch.Tensor) -> bool:
+        return torch.is_autocast_enabled(x.device.type)
+
+    @torch.jit.unused
+    def _fp32(self, x: torch.Tensor, depthwise: torch.Tensor) -> torch.Tensor:
+        # Autocast would run it in bf16, which the CPU has no fast kernel for (20x slower than
+        # fp32 there). Its few class channels are cheap in fp32, and what it makes are scores,
+        # which the loss and the metrics read in fp32 anyway.
+        with torch.autocast(x.device.type, enabled=False):
+            out = F.conv_transpose2d(
+                x.float(), depthwise.float(), stride=self.factor, groups=depthwise.shape[0]
+            )
+        return out
 
 
 def crop_offset(src: Grid, dst: Grid) -> int:
