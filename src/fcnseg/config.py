@@ -129,8 +129,8 @@ class TrainConfig:
     max_steps: int | None = None
     max_minutes: float | None = None
     epochs: int = 50
-    # autocast over fp32 master weights (fcnseg.accel.precision); auto: bf16 where the CPU
-    # (AMX, AVX512-BF16) or GPU computes it natively, else fp32
+    # autocast over fp32 master weights (fcnseg.accel.precision); auto: fp32 where the CPU or
+    # GPU has no native bf16, else whichever of the two the first batch runs faster
     precision: Precision = "fp32"
     amp: bool | Literal["bf16", "fp16"] = False  # deprecated: precision (amp: true = fp16)
     seed: int = 0

@@ -6,7 +6,10 @@ loss, softmax averaging (TTA) and the metrics stay float32, only the autocast-el
 hardware computes it natively (a CPU with AMX-BF16 or AVX512-BF16 that oneDNN and ATen are
 allowed to use, a CUDA device that supports bf16) and fp32 elsewhere, so it is never slower
 than fp32 on a CPU without bf16 units (where bf16 is emulated through fp32 and costs casts).
-fp16 is a GPU precision; on the CPU it is refused.
+fp16 is a GPU precision; on the CPU it is refused. Where bf16 is native, the callers that run
+a network then measure before they commit: the inference core and the trainer time both
+precisions on their first batch and keep bf16 only where it is faster (and, for inference,
+agrees with fp32), because depthwise layers gain nothing from AMX.
 
 ``cpu_isa()`` names the CPU's best vector ISA (``AMX``, ``AVX512-BF16``, ``AVX-512``, ``AVX2``)
 as oneDNN may use it: ``ONEDNN_MAX_CPU_ISA`` / ``ATEN_CPU_CAPABILITY`` capped to AVX2 make an

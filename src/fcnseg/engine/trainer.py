@@ -70,6 +70,7 @@ from fcnseg.accel.precision import (
     precision_record,
     resolve_precision,
 )
+from fcnseg.accel.timing import time_interleaved
 from fcnseg.accel.training import for_training
 from fcnseg.config import Config, config_to_dict, save_config, training_precision
 from fcnseg.data import build_dataset, build_transforms, pad_collate
@@ -221,7 +222,13 @@ class Trainer:
             convert_sync_batchnorm(self.model, self.device)
         self.model.to(self.device, dtype=self.dtype)
         # the one precision policy (fcnseg.accel.precision): autocast over fp32 master weights
-        self.precision = resolve_precision(training_precision(t), self.device)
+        requested = training_precision(t)
+        self.precision = resolve_precision(requested, self.device)
+        # auto on hardware with a low precision: bf16 is not faster for every network (depthwise
+        # layers gain nothing on AMX), so the first batch times both (_choose_precision), as
+        # the inference core's auto does; one process only (ranks would have to agree)
+        self._auto_pending = requested == "auto" and self.precision != "fp32"
+        self._auto_pending &= self.world_size == 1
         self.channels_last = t.channels_last or channels_last_pays(self.precision, self.device)
         self.model.config["trained_precision"] = precision_record(self.precision, self.device)
         if self.channels_last:
@@ -409,6 +416,9 @@ class Trainer:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         masks = masks.to(self.device, non_blocking=True)
+        if self._auto_pending:
+            timings = self._choose_precision(images, masks)
+            self.log.write("auto_precision", self.step, chosen=self.precision, ms=timings)
         with nullcontext() if sync else self.net.no_sync():
             with self._autocast():
                 logits = self.net(images)
@@ -420,6 +430,32 @@ class Trainer:
             self.scaler.scale(loss / self.cfg.train.grad_accum).backward()
         self.epoch_batches += 1
         return value, images.shape[0] * self.world_size
+
+    def _choose_precision(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
+        """``train.precision: auto`` where the hardware has a low precision: a forward and
+        backward of this batch timed in fp32 and in the low precision (interleaved, after one
+        untimed run each), the faster kept for the run. The model is left as it was (BatchNorm
+        statistics restored, gradients cleared). Returns the median ms of each."""
+        self._auto_pending = False
+        low = self.precision
+        saved = [b.detach().clone() for b in self.model.buffers()]
+
+        def step(precision: str) -> None:
+            with precision_autocast(precision, self.device):
+                logits = self.net(images)
+            self._loss(logits, masks).backward()
+
+        measured = time_interleaved(
+            {p: functools.partial(step, p) for p in ("fp32", low)}, rounds=2, device=self.device
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for buffer, value in zip(self.model.buffers(), saved, strict=True):
+                buffer.copy_(value)
+        timings = {p: round(m["ms"], 1) for p, m in measured.items()}
+        self.precision = low if timings[low] < timings["fp32"] else "fp32"
+        self.model.config["trained_precision"] = precision_record(self.precision, self.device)
+        return timings
 
     def _optimizer_step(self) -> float:
         """Apply the accumulated gradients and advance the schedule; returns the step's lr."""
