@@ -16,6 +16,9 @@ Run (one at a time: a budget in minutes needs the cores to itself):
     python -m benchmarks.camvid_heldout NAME --config configs/camvid_fcn8s_lite0.yaml \
         --minutes 10 --set train.class_weights=null --set model.context=global
 
+A staged recipe (``configs/camvid_staged_lite0.yaml``) runs the same way: it is scored on its
+last stage's checkpoint, and its stages keep their own minutes.
+
 It appends one JSON line per variant to ``runs/camvid_heldout/results.jsonl`` and prints the
 row; ``--table`` prints the markdown tables of every line there (for benchmarks/camvid.md).
 """
@@ -31,6 +34,7 @@ import time
 from pathlib import Path
 
 from fcnseg.bench import machine_info
+from fcnseg.config import load_config, stage_configs
 from fcnseg.plots import read_run_log
 
 HELD_OUT = "0001TP"
@@ -71,18 +75,20 @@ def run_variant(
         train_args += ["--set", s]
     _fcnseg(*train_args, "--no-progress")
     trained_s = time.time() - started
+    stage_outs = stage_folders(config, [*sets, f"out={out}"])
     scores = {}
     for label, extra in (
         ("val", ["--split", "val"]),
         ("heldout", ["--split", "train", "--data-option", f"sequences=[{held_out}]"]),
     ):
         _fcnseg(
-            "eval", "--checkpoint", str(out / "best.pt"), "--root", data_root, *extra,
+            "eval", "--checkpoint", str(stage_outs[-1] / "best.pt"), "--root", data_root, *extra,
             "--out", str(out / label), "--no-progress",
         )  # fmt: skip
         scores[label] = json.loads((out / label / "metrics.json").read_text())
-    log = read_run_log(out)
-    steps = max((e["step"] for e in log["train"] + log["eval"]), default=0)
+    logs = [read_run_log(folder) for folder in stage_outs]
+    steps = sum(max((e["step"] for e in g["train"] + g["eval"]), default=0) for g in logs)
+    log = {"train": [e for g in logs for e in g["train"]]}
     row = {
         "name": name, "config": config, "minutes": minutes, "sets": sets, "steps": steps,
         "images_per_s": _median_images_per_s(log), "wall_s": round(trained_s),
@@ -93,6 +99,14 @@ def run_variant(
     with open(ROOT / "results.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
     return row
+
+
+def stage_folders(config: str, overrides: list[str]) -> list[Path]:
+    """The run folders a recipe trains into: ``[out]``, or each stage's ``out/<name>`` in
+    order for a staged recipe (scored on its last stage's ``best.pt``; its steps are the
+    stages' sum). A staged recipe's stages keep their own ``train.max_minutes``."""
+    cfg = load_config(config, overrides)
+    return [Path(stage.out) for _, stage in stage_configs(cfg)]
 
 
 def _median_images_per_s(log: dict[str, list[dict]]) -> float | None:

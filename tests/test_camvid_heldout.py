@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from benchmarks import camvid_heldout
 
@@ -41,3 +42,17 @@ def test_table_reads_speed_of_older_rows_from_their_run_folder(tmp_path, monkeyp
     lines = camvid_heldout.table([_row("old"), _row("gone")]).splitlines()
     assert "| 877 | 5.0 |" in lines[2]  # the median of the logged windows
     assert "| 877 | - |" in lines[3]  # no run folder left: unknown, not made up
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_a_staged_recipe_is_scored_on_its_last_stage_and_a_plain_one_on_its_out(tmp_path):
+    staged = camvid_heldout.stage_folders(
+        str(CONFIGS / "camvid_staged_lite0.yaml"), [f"out={tmp_path / 'S'}"]
+    )
+    assert staged == [tmp_path / "S" / name for name in ("fcn32s", "fcn16s", "fcn8s")]
+    plain = camvid_heldout.stage_folders(
+        str(CONFIGS / "camvid_fcn8s_lite0.yaml"), [f"out={tmp_path / 'P'}"]
+    )
+    assert plain == [tmp_path / "P"]
