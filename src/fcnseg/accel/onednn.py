@@ -404,7 +404,7 @@ def for_inference(
     """
     if torch.device(device).type != "cpu" or not available():
         return model
-    if dtype == torch.bfloat16 and not bf16_available():
+    if dtype == torch.bfloat16 and not bf16_available():  # the caller's autocast runs it
         return model
     if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in model.parameters()):
         return model

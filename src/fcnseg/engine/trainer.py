@@ -227,8 +227,9 @@ class Trainer:
         # auto on hardware with a low precision: bf16 is not faster for every network (depthwise
         # layers gain nothing on AMX), so the first batch times both (_choose_precision), as
         # the inference core's auto does; one process only (ranks would have to agree)
-        self._auto_pending = requested == "auto" and self.precision != "fp32"
-        self._auto_pending &= self.world_size == 1
+        self._auto_pending = (
+            requested == "auto" and self.precision != "fp32" and self.world_size == 1
+        )
         self.channels_last = t.channels_last or channels_last_pays(self.precision, self.device)
         self.model.config["trained_precision"] = precision_record(self.precision, self.device)
         if self.channels_last:
