@@ -12,6 +12,7 @@ import fcnseg
 from fcnseg.accel.onednn import (
     ConvAsMatmul,
     FusedConv2d,
+    SamePadConv2d,
     available,
     bf16_available,
     file_backed,
@@ -96,9 +97,32 @@ def test_timm_blocks_lose_every_batchnorm_and_run_relu6_inside_onednn():
     block = fast.backbone.body.blocks[1][0]  # an InvertedResidual: 1x1 -> 3x3 dw -> 1x1
     assert isinstance(block.conv_pw, ConvAsMatmul) and block.conv_pw.act == "relu6"
     assert isinstance(block.conv_pwl, ConvAsMatmul) and block.conv_pwl.act is None
-    # its stride-2 depthwise layer pads at run time (TF "same"): folded, ReLU6 after it
-    assert type(block.conv_dw).__name__ == "Conv2dSame" and isinstance(block.bn2, nn.ReLU6)
+    # its stride-2 depthwise layer pads at run time (TF "same"): one fused call all the same
+    assert isinstance(block.conv_dw, SamePadConv2d) and block.conv_dw.act == "relu6"
+    assert isinstance(block.bn2, nn.Identity)
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # model left as it was
+
+
+@pytest.mark.parametrize("kernel, stride", [(3, 2), (5, 2), (3, 1), (4, 3)])
+@pytest.mark.parametrize("groups", [1, 8])
+def test_a_tf_same_convolution_is_one_call_equal_to_pad_then_convolve(kernel, stride, groups):
+    timm_layers = pytest.importorskip("timm.layers")
+    conv = timm_layers.create_conv2d(8, 16, kernel, stride=stride, padding="same", groups=groups)
+    assert type(conv).__name__ == "Conv2dSame" or stride == 1  # "same" at stride 1 is static
+    fused = SamePadConv2d(conv, act="relu6")
+    # every parity of height and width: the odd pixel of padding at the bottom/right or none
+    for h, w in [(20, 30), (21, 31), (20, 31), (7, 6)]:
+        x = torch.randn(2, 8, h, w)
+        with torch.inference_mode():
+            ref = torch.nn.functional.relu6(conv(x))
+            out = fused(x.contiguous(memory_format=torch.channels_last))
+        assert out.shape == ref.shape
+        # the grown kernel adds exact zeros; only the summation order of the n products may
+        # differ, which moves a sum by at most n * eps * (largest product)
+        n = conv.weight[0].numel()
+        bound = n * torch.finfo(torch.float32).eps * x.abs().max() * conv.weight.abs().max()
+        torch.testing.assert_close(out, ref, rtol=0, atol=bound.item())
+    assert len(fused._layers) <= 4  # one packed kernel per padding seen
 
 
 def test_a_returned_convolution_keeps_its_pre_activation_output():

@@ -11,6 +11,9 @@ figures: ``python -m benchmarks.profile_layers``, recorded in ``benchmarks/READM
   NHWC map *is* a ``(pixels, channels)`` matrix).
 - 3x3 convolutions: oneDNN with the following ReLU fused in (one pass less over each map), and
   BatchNorm folded into the convolution where one follows the other.
+- TensorFlow-"same" convolutions (timm's ``Conv2dSame``, which pads at run time, more at the
+  bottom/right than the top/left): one fused oneDNN call with symmetric padding and a kernel
+  grown by zero rows/columns at its top/left, so no padded copy of the map is made.
 
 ``to_onednn(model)`` returns a copy of ``model`` built this way that *shares* the parameters
 it does not transform (no second copy of fc6's weight, the largest tensor), computes the same
@@ -56,6 +59,7 @@ _NHWC = torch.channels_last
 __all__ = [
     "ConvAsMatmul",
     "FusedConv2d",
+    "SamePadConv2d",
     "available",
     "bf16_available",
     "file_backed",
@@ -188,6 +192,64 @@ def _packed(weight: torch.Tensor, conv: FusedConv2d) -> torch.Tensor:
     return reorder(weight.contiguous(), conv.padding, conv.stride, conv.dilation, conv.groups, size)
 
 
+def tf_same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow's "SAME" padding of one axis, (before, after): the output has
+    ``ceil(size / stride)`` pixels and the odd pixel of padding goes after (timm's
+    ``get_same_padding`` / ``pad_same``)."""
+    total = max((-(-size // stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class SamePadConv2d(nn.Module):
+    """A TensorFlow-"same" convolution (+ ReLU / ReLU6) as one oneDNN call, NHWC in and out.
+
+    "Same" pads ``(before, after)`` with ``after - before`` in {0, 1, ...} more at the
+    bottom/right, and which one depends on the input's size. oneDNN (through PyTorch) pads
+    symmetrically, so this pads ``after`` on both sides and grows the kernel by ``after -
+    before`` zero rows/columns at its top/left: the extra padded rows meet zero weights, the
+    output grid and every product are the ones of ``F.pad`` + ``conv2d``, and no padded copy
+    of the map is written. One packed kernel per padding seen (at most four: the parity of
+    height and width), built on first use. Dilation 1 only (a grown tap moves by the dilation).
+    """
+
+    def __init__(self, conv: nn.Conv2d, act: str | None = None, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        if tuple(conv.dilation) != (1, 1):
+            raise ValueError("SamePadConv2d: dilation 1 only")
+        self.register_buffer("weight", conv.weight.detach())
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach())
+        self.stride, self.groups = tuple(conv.stride), conv.groups
+        self.act, self.dtype = act, dtype
+        self._layers: dict[tuple[int, int, int, int], FusedConv2d] = {}
+
+    def _layer(self, pads: tuple[int, int, int, int]) -> FusedConv2d:
+        top, bottom, left, right = pads
+        weight = nn.functional.pad(self.weight, (right - left, 0, bottom - top, 0))
+        out_ch, in_ch, kh, kw = weight.shape
+        conv = nn.Conv2d(
+            in_ch * self.groups, out_ch, (kh, kw), self.stride, (bottom, right),
+            groups=self.groups, bias=self.bias is not None, device="meta",
+        )  # fmt: skip
+        conv.weight = nn.Parameter(weight, requires_grad=False)
+        if self.bias is not None:
+            conv.bias = nn.Parameter(self.bias, requires_grad=False)
+        return FusedConv2d(conv, self.act, dtype=self.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kh, kw = self.weight.shape[-2:]
+        pads = tf_same_padding(x.shape[-2], kh, self.stride[0], 1)
+        pads += tf_same_padding(x.shape[-1], kw, self.stride[1], 1)
+        layer = self._layers.get(pads)
+        if layer is None:
+            layer = self._layers[pads] = self._layer(pads)
+        return layer(x)
+
+    def extra_repr(self) -> str:
+        o, i, kh, kw = self.weight.shape
+        kernel = f"kernel_size=({kh}, {kw}), stride={self.stride}"
+        return f"{i * self.groups}, {o}, {kernel}, padding='same', act={self.act}"
+
+
 class ConvAsMatmul(nn.Module):
     """A convolution computed as one matrix product: ``rows (pixels, C*kh*kw) @ weight.T``.
 
@@ -259,8 +321,17 @@ def _as_matmul(conv: nn.Conv2d) -> bool:
     return pointwise or (kh * kw >= 25 and conv.in_channels >= 64)
 
 
-def _convertible(conv: nn.Module) -> bool:
+def _tf_same(conv: nn.Module) -> bool:
+    """timm's ``Conv2dSame`` (pads at run time, TensorFlow's "same"), dilation 1."""
     return (
+        type(conv).__name__ == "Conv2dSame"
+        and type(conv).__module__.startswith("timm.")
+        and tuple(conv.dilation) == (1, 1)
+    )
+
+
+def _convertible(conv: nn.Module) -> bool:
+    return _tf_same(conv) or (
         type(conv) in (nn.Conv2d, Conv2dAsMatmul)
         and conv.padding_mode == "zeros"
         and not isinstance(conv.padding, str)
@@ -268,6 +339,8 @@ def _convertible(conv: nn.Module) -> bool:
 
 
 def _onednn_layer(conv: nn.Conv2d, act: str | None, stream: bool, dtype: torch.dtype) -> nn.Module:
+    if _tf_same(conv):
+        return SamePadConv2d(conv, act, dtype=dtype)
     layer = ConvAsMatmul if _as_matmul(conv) else FusedConv2d
     return layer(conv, act, stream=stream, dtype=dtype)
 
@@ -320,9 +393,9 @@ _TIMM_PAIRS = {
 
 def _fuse_named_pairs(module: nn.Module, stream: bool, dtype: torch.dtype) -> None:
     """Fold each BatchNorm of a timm block into its convolution, with the activation timm's
-    ``BatchNormAct2d`` carries fused into the oneDNN call (ReLU, ReLU6), in place. A
-    convolution oneDNN does not run as is (timm's ``Conv2dSame`` pads at run time) keeps its
-    class with the BatchNorm folded in and the activation after it."""
+    ``BatchNormAct2d`` carries fused into the oneDNN call (ReLU, ReLU6), in place; timm's
+    ``Conv2dSame`` becomes a ``SamePadConv2d``. A convolution oneDNN does not run (a dilated
+    ``Conv2dSame``) keeps its class with the BatchNorm folded in and the activation after it."""
     if not type(module).__module__.startswith("timm."):
         return
     for conv_name, bn_name in _TIMM_PAIRS.get(type(module).__name__, ()):

@@ -1,0 +1,110 @@
+"""The real-time model on the CPU at 360x480, batch 1: what its TF-"same" stride-2 layers cost
+and where the rest of an image's time goes, printed with the CPU's ISA (the figures behind
+"The real-time model" in benchmarks/README.md):
+
+    python -m benchmarks.realtime_cpu [--precision fp32] [--rounds 60]
+
+1. each stride-2 layer of EfficientNet-Lite0 (TensorFlow "same" padding, which timm's
+   ``Conv2dSame`` applies at run time) at the size it sees in the real-time model: ``F.pad`` +
+   convolution + ReLU6 (how the fast copy ran it before ``SamePadConv2d``) against one fused
+   oneDNN call (``SamePadConv2d``), median of 50 calls each;
+2. the whole model through the inference core (``Predictor``), one image per call: median and
+   best of ``--rounds`` calls (a shared host varies by tens of percent from second to second;
+   the median is the figure to quote, the best what the code can do), and the heaviest ops
+   over 10 images (``torch.profiler``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+import fcnseg
+from fcnseg.accel.onednn import SamePadConv2d, available
+from fcnseg.accel.precision import cpu_isa
+from fcnseg.inference.core import Predictor
+
+SIZE = (360, 480)
+
+
+def _calls_ms(fn, warmup: int = 5, repeat: int = 50) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(1e3 * (time.perf_counter() - start))
+    return times
+
+
+def _model() -> torch.nn.Module:
+    return fcnseg.build_model(
+        "fcn8s", backbone="efficientnet_lite0", num_classes=11, context="global", pad100=False
+    ).eval()
+
+
+def same_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module, torch.Tensor]]:
+    """Each ``Conv2dSame`` of the model with the input it sees at 360x480 (hooks, one pass)."""
+    seen = []
+    hooks = [
+        m.register_forward_pre_hook(lambda m, a, name=name: seen.append((name, m, a[0])))
+        for name, m in model.named_modules()
+        if type(m).__name__ == "Conv2dSame"
+    ]
+    with torch.inference_mode():
+        model(torch.randn(1, 3, *SIZE))
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def layer_table(model: torch.nn.Module) -> list[str]:
+    rows = []
+    for name, conv, x in same_layers(model):
+        x = x.contiguous(memory_format=torch.channels_last)
+        fused = SamePadConv2d(conv, act="relu6")
+        with torch.inference_mode():
+            before = statistics.median(_calls_ms(lambda c=conv, x=x: F.relu6(c(x))))
+            after = statistics.median(_calls_ms(lambda f=fused, x=x: f(x)))
+        k = "x".join(map(str, conv.kernel_size))
+        shape = "x".join(map(str, x.shape[1:]))
+        rows.append(
+            f"   {name} ({k}, {shape}): pad + conv + ReLU6 {before:.2f} ms, one call {after:.2f} ms"
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
+    ap.add_argument("--rounds", type=int, default=60)
+    args = ap.parse_args(argv)
+    print(f"CPU ISA {cpu_isa()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    model = _model()
+    if available():
+        print("1. TF-'same' stride-2 layers, 1 image at 360x480:")
+        print("\n".join(layer_table(model)))
+    x = torch.randn(1, 3, *SIZE)
+    with Predictor(model, device="cpu", precision=args.precision) as core, torch.inference_mode():
+        times = _calls_ms(lambda: core.logits(x, normalized=True), repeat=args.rounds)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(10):
+                core.logits(x, normalized=True)
+        used = core.record["precision"]
+    med, best = statistics.median(times), min(times)
+    print(
+        f"2. real-time Lite0 FCN-8s 360x480, {used} core: median {med:.1f} ms "
+        f"({1e3 / med:.1f} img/s), best {best:.1f} ms ({1e3 / best:.1f} img/s), "
+        f"{args.rounds} calls"
+    )
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
