@@ -102,8 +102,9 @@ class DataConfig:
     base_size: int | None = None
     # refuse images with more pixels (decompression bombs); None = PIL's default (89.5 MP)
     max_image_pixels: int | None = None
-    # keep decoded samples in memory (decode once per run, not per epoch): H*W*4 bytes each,
-    # fine for CamVid (~320 MB), not for Cityscapes' 2975 2048x1024 images
+    # keep decoded samples in memory (decode once per run, not per epoch; all decoded in
+    # threads before training starts): H*W*4 bytes each, fine for CamVid (~320 MB), not for
+    # Cityscapes' 2975 2048x1024 images
     cache: bool = False
     options: dict = field(default_factory=dict)  # extra kwargs for build_dataset
 

@@ -148,6 +148,29 @@ def test_decode_cache_reads_each_file_once_and_still_augments(tmp_path, monkeypa
     assert len(crops) > 1 and len(reads) == len(ds)
 
 
+def test_fill_cache_decodes_everything_up_front_and_names_a_broken_file(tmp_path, monkeypatch):
+    make_folder(tmp_path, "index")
+    ds = build_dataset("folder", root=tmp_path, split="train")
+    reads = []
+    original = type(ds).load_image
+    counted = staticmethod(lambda path: reads.append(path) or original(path))
+    monkeypatch.setattr(type(ds), "load_image", counted)
+    with pytest.raises(RuntimeError, match="cache_decoded"):
+        ds.fill_cache()
+    ds.cache_decoded()
+    ds.fill_cache(threads=2)
+    assert len(reads) == len(ds)  # each image decoded once, before any read
+    [ds[i] for i in range(len(ds))]
+    assert len(reads) == len(ds)  # every read after the fill is a cache hit
+    # a file that no longer decodes fails the fill with the reader's one line naming it
+    broken = ds.files[1][0]
+    Path(broken).write_bytes(b"not a png")
+    again = build_dataset("folder", root=tmp_path, split="train")
+    again.cache_decoded()
+    with pytest.raises(ValueError, match=Path(broken).name):
+        again.fill_cache()
+
+
 # --- SBD --------------------------------------------------------------------------------
 def test_sbd_reads_gtcls_segmentation_from_mat(tmp_path):
     savemat = pytest.importorskip("scipy.io").savemat

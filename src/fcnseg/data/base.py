@@ -8,7 +8,9 @@ through ``transforms(image, mask)`` (see :func:`fcnseg.data.transforms.build_tra
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +116,19 @@ class SegmentationDataset(Dataset):
         Masks with labels above 255 are kept as ``int64``.
         """
         self._decoded = {} if enabled else None
+
+    def fill_cache(self, threads: int | None = None) -> None:
+        """Decode every sample into the cache now (after :meth:`cache_decoded`), ``threads``
+        at a time (default: one per CPU). PIL's decoders release the GIL, so the threads
+        decode in parallel; a training run that fills its cache before its clock starts never
+        waits on a PNG, in its first epoch either. The first unreadable file raises its
+        one-line ``ValueError`` here, before any step."""
+        if self._decoded is None:
+            raise RuntimeError("fill_cache: call cache_decoded() first")
+        missing = [i for i in range(len(self)) if i not in self._decoded]
+        with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
+            for _ in pool.map(self._load_decoded, missing):
+                pass
 
     def _load_decoded(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
         if self._decoded is None:

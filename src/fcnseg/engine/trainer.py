@@ -177,9 +177,10 @@ class Trainer:
             set_max_image_pixels(d.max_image_pixels)
         self.train_set = build_dataset(d.dataset, d.root, d.train_split, **d.options)
         self.val_set = build_dataset(d.dataset, d.root, d.val_split, **d.options)
-        if d.cache:
-            self.train_set.cache_decoded()
-            self.val_set.cache_decoded()
+        if d.cache:  # decoded now, before the clock: no step waits on a PNG
+            for dataset in (self.train_set, self.val_set):
+                dataset.cache_decoded()
+                dataset.fill_cache()
         if len(self.train_set) == 0:
             raise ValueError(f"{d.dataset} {d.train_split}: no training samples")
         if self.train_set.num_classes != m.num_classes:
