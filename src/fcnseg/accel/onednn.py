@@ -203,14 +203,14 @@ def tf_same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple
 class SamePadConv2d(nn.Module):
     """A TensorFlow-"same" convolution (+ ReLU / ReLU6) as one oneDNN call, NHWC in and out.
 
-    "Same" pads ``(before, after)`` with ``after - before`` in {0, 1, ...} more at the
-    bottom/right, and which one depends on the input's size. oneDNN (through PyTorch) pads
+    "Same" pads ``(before, after)`` with ``after - before`` 0 or 1 (the odd pixel goes to the
+    bottom/right), depending on the input's size. oneDNN (through PyTorch) pads
     symmetrically, so this pads ``after`` on both sides and grows the kernel by ``after -
     before`` zero rows/columns at its top/left: the extra padded rows meet zero weights, the
     output grid and every product are the ones of ``F.pad`` + ``conv2d``, and no padded copy
-    of the map is written. One packed kernel per padding seen (at most four: the parity of
-    height and width), built on first use. Dilation 1 only (a grown tap moves by the dilation).
-    """
+    of the map is written. One packed kernel per padding seen (it depends on each side's size
+    modulo the stride: at most four at stride 2), built on first use. Dilation 1 only (a grown
+    tap moves by the dilation)."""
 
     def __init__(self, conv: nn.Conv2d, act: str | None = None, dtype: torch.dtype = torch.float32):
         super().__init__()
