@@ -253,6 +253,24 @@ def test_the_bf16_copy_holds_bf16_weights_and_agrees_with_the_fp32_model(backbon
     assert clear.float().mean() > 0.5 and torch.equal(low.argmax(0)[clear], exact.argmax(0)[clear])
 
 
+@needs_bf16
+def test_a_bf16_tf_same_convolution_agrees_with_fp32_within_bf16_rounding():
+    timm_layers = pytest.importorskip("timm.layers")
+    conv = timm_layers.create_conv2d(16, 16, 3, stride=2, padding="same", groups=16)
+    fused = SamePadConv2d(conv, act="relu6", dtype=torch.bfloat16)
+    for h, w in [(20, 30), (21, 31)]:
+        x = torch.randn(1, 16, h, w)
+        with torch.inference_mode():
+            ref = torch.nn.functional.relu6(conv(x))
+            out = fused(x.contiguous(memory_format=torch.channels_last))
+        assert out.dtype == torch.bfloat16 and out.shape == ref.shape
+        # inputs and weights rounded to bf16 (2^-9 relative each, so 2^-8 a product), fp32
+        # sums, the output rounded once more: n products' errors plus one rounding
+        n = conv.weight[0].numel()
+        bound = (n * 2**-8 + 2**-9) * x.abs().max() * conv.weight.abs().max()
+        torch.testing.assert_close(out.float(), ref, rtol=2**-8, atol=bound.item())
+
+
 def test_the_core_runs_the_bf16_copy_where_the_cpu_has_it_and_else_the_autocast_model():
     from fcnseg.inference.core import Predictor
 
