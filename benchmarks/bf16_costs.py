@@ -16,7 +16,6 @@ ISA:
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 import fcnseg
 from fcnseg.accel.precision import cpu_isa, precision_autocast
+from fcnseg.accel.timing import Timer
 from fcnseg.config import TrainConfig
 from fcnseg.engine import build_optimizer
 from fcnseg.inference.core import Predictor
@@ -31,14 +31,7 @@ from fcnseg.models.upsampling import BilinearUpsample, Grid
 
 
 def _ms(fn: Callable[[], object], warmup: int = 3, repeat: int = 10) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e3
+    return statistics.median(Timer(torch.device("cpu")).time(fn, warmup, repeat))
 
 
 def train_step_ms(precision: str) -> float:

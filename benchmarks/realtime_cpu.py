@@ -4,10 +4,12 @@ and where the rest of an image's time goes, printed with the CPU's ISA (the figu
 
     python -m benchmarks.realtime_cpu [--precision fp32] [--rounds 60]
 
+0. the model's FLOPs (Lite0, Lite1, Lite2 backbones) and the machine's fp32 GEMM peak;
 1. each stride-2 layer of EfficientNet-Lite0 (TensorFlow "same" padding, which timm's
    ``Conv2dSame`` applies at run time) at the size it sees in the real-time model: ``F.pad`` +
    convolution + ReLU6 (how the fast copy ran it before ``SamePadConv2d``) against one fused
-   oneDNN call (``SamePadConv2d``), median of 50 calls each;
+   oneDNN call (``SamePadConv2d``), median of 50 calls each; then the whole oneDNN copy
+   both ways, interleaved (the same host for both);
 2. the whole model through the inference core (``Predictor``), one image per call: median and
    best of ``--rounds`` calls (a shared host varies by tens of percent from second to second;
    the median is the figure to quote, the best what the code can do), and the heaviest ops
@@ -18,34 +20,57 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 import fcnseg
-from fcnseg.accel.onednn import SamePadConv2d, available
+from benchmarks.harness import count_flops, gemm_peak
+from fcnseg.accel.onednn import SamePadConv2d, available, to_onednn
 from fcnseg.accel.precision import cpu_isa
+from fcnseg.accel.timing import Timer, time_interleaved
 from fcnseg.inference.core import Predictor
 
 SIZE = (360, 480)
 
 
 def _calls_ms(fn, warmup: int = 5, repeat: int = 50) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(1e3 * (time.perf_counter() - start))
-    return times
+    return Timer(torch.device("cpu")).time(fn, warmup, repeat)
 
 
-def _model() -> torch.nn.Module:
+def _model(backbone: str = "efficientnet_lite0") -> torch.nn.Module:
     return fcnseg.build_model(
-        "fcn8s", backbone="efficientnet_lite0", num_classes=11, context="global", pad100=False
+        "fcn8s", backbone=backbone, num_classes=11, context="global", pad100=False
     ).eval()
+
+
+class _PadThenConv(torch.nn.Module):
+    """How the fast copy ran a TF-"same" layer before ``SamePadConv2d``: ``F.pad``, an unfused
+    convolution, the activation after it (the same weights)."""
+
+    def __init__(self, fused: SamePadConv2d) -> None:
+        super().__init__()
+        self.fused = fused
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.fused
+        pads: tuple[int, ...] = ()
+        for size, kernel, stride in zip(
+            x.shape[-1:-3:-1], f.weight.shape[-1:-3:-1], f.stride[::-1], strict=True
+        ):
+            total = f._same_padding(size, kernel, stride, 1)
+            pads += (total // 2, total - total // 2)
+        y = F.conv2d(F.pad(x, pads), f.weight, f.bias, f.stride, 0, 1, f.groups)
+        return {"relu6": F.relu6, "relu": F.relu}.get(f.act, lambda t: t)(y)
+
+
+def pad_then_conv_copy(fast: torch.nn.Module) -> torch.nn.Module:
+    """``fast`` with each ``SamePadConv2d`` run the old way, in place (for the comparison)."""
+    for module in list(fast.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, SamePadConv2d):
+                setattr(module, name, _PadThenConv(child))
+    return fast
 
 
 def same_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module, torch.Tensor]]:
@@ -85,11 +110,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=60)
     args = ap.parse_args(argv)
     print(f"CPU ISA {cpu_isa()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    x = torch.randn(1, 3, *SIZE)
+    flops = {
+        name: count_flops(_model(f"efficientnet_{name}"), x) / 1e9
+        for name in ("lite0", "lite1", "lite2")
+    }
+    peak = gemm_peak("cpu", "fp32")
+    print(
+        "0. FCN-8s at 360x480, GFLOP: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in flops.items())
+        + f"; fp32 GEMM peak {peak:.0f} GFLOP/s"
+        + f" (lite0 at the peak: {flops['lite0'] / peak * 1e3:.1f} ms)"
+    )
     model = _model()
     if available():
         print("1. TF-'same' stride-2 layers, 1 image at 360x480:")
         print("\n".join(layer_table(model)))
-    x = torch.randn(1, 3, *SIZE)
+        new, old = to_onednn(model), pad_then_conv_copy(to_onednn(model))
+        xl = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            ab = time_interleaved(
+                {"pad + conv": lambda: old(xl), "one call": lambda: new(xl)}, rounds=40
+            )
+        print(
+            "   the whole oneDNN copy, 40 interleaved rounds: "
+            + ", ".join(f"{k} median {v['ms']:.1f} ms" for k, v in ab.items())
+        )
     with Predictor(model, device="cpu", precision=args.precision) as core, torch.inference_mode():
         times = _calls_ms(lambda: core.logits(x, normalized=True), repeat=args.rounds)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:

@@ -192,14 +192,6 @@ def _packed(weight: torch.Tensor, conv: FusedConv2d) -> torch.Tensor:
     return reorder(weight.contiguous(), conv.padding, conv.stride, conv.dilation, conv.groups, size)
 
 
-def tf_same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    """TensorFlow's "SAME" padding of one axis, (before, after): the output has
-    ``ceil(size / stride)`` pixels and the odd pixel of padding goes after (timm's
-    ``get_same_padding`` / ``pad_same``)."""
-    total = max((-(-size // stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
-    return total // 2, total - total // 2
-
-
 class SamePadConv2d(nn.Module):
     """A TensorFlow-"same" convolution (+ ReLU / ReLU6) as one oneDNN call, NHWC in and out.
 
@@ -221,6 +213,9 @@ class SamePadConv2d(nn.Module):
         self.stride, self.groups = tuple(conv.stride), conv.groups
         self.act, self.dtype = act, dtype
         self._layers: dict[tuple[int, int, int, int], FusedConv2d] = {}
+        from timm.layers import get_same_padding  # the rule timm's Conv2dSame pads by
+
+        self._same_padding = get_same_padding
 
     def _layer(self, pads: tuple[int, int, int, int]) -> FusedConv2d:
         top, bottom, left, right = pads
@@ -236,9 +231,12 @@ class SamePadConv2d(nn.Module):
         return FusedConv2d(conv, self.act, dtype=self.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kh, kw = self.weight.shape[-2:]
-        pads = tf_same_padding(x.shape[-2], kh, self.stride[0], 1)
-        pads += tf_same_padding(x.shape[-1], kw, self.stride[1], 1)
+        pads: tuple[int, ...] = ()
+        for size, kernel, stride in zip(
+            x.shape[-2:], self.weight.shape[-2:], self.stride, strict=True
+        ):
+            total = self._same_padding(size, kernel, stride, 1)
+            pads += (total // 2, total - total // 2)  # the odd pixel after, as timm's pad_same
         layer = self._layers.get(pads)
         if layer is None:
             layer = self._layers[pads] = self._layer(pads)
