@@ -13,13 +13,20 @@ and where the rest of an image's time goes, printed with the CPU's ISA (the figu
 2. the whole model through the inference core (``Predictor``), one image per call: median and
    best of ``--rounds`` calls (a shared host varies by tens of percent from second to second;
    the median is the figure to quote, the best what the code can do), and the heaviest ops
-   over 10 images (``torch.profiler``).
+   over 10 images (``torch.profiler``);
+3. (fp32, where a C++ compiler exists) the same model compiled ahead of time
+   (``fcnseg.export.export_aoti``, what ``fcnseg export --format aoti`` writes) against the
+   inference core, ``--rounds`` interleaved rounds (the same host for both), with the
+   compile time.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
+import tempfile
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +36,7 @@ from benchmarks.harness import count_flops, gemm_peak
 from fcnseg.accel.onednn import SamePadConv2d, available, to_onednn
 from fcnseg.accel.precision import cpu_isa
 from fcnseg.accel.timing import Timer, time_interleaved
+from fcnseg.export import AotiModel, export_aoti
 from fcnseg.inference.core import Predictor
 
 SIZE = (360, 480)
@@ -149,7 +157,32 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.rounds} calls"
     )
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
+    if args.precision == "fp32" and shutil.which("g++"):
+        aoti_against_core(model, x, args.rounds)
     return 0
+
+
+def aoti_against_core(model: torch.nn.Module, x: torch.Tensor, rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        report = export_aoti(model, Path(tmp) / "rt.pt2", tuple(x.shape))
+        package = AotiModel(report["path"])
+        with Predictor(model, device="cpu", precision="fp32") as core, torch.inference_mode():
+            ab = time_interleaved(
+                {
+                    "core": lambda: core.logits(x, normalized=True),
+                    "aoti": lambda: package(x),
+                },
+                rounds=rounds,
+            )
+    print(
+        f"3. AOTInductor package ({report['isa']}, compiled in {report['compile_s']} s, parity "
+        f"max |diff| {report['parity']['max_abs_diff']:.1e}) against the core, {rounds} "
+        "interleaved rounds: "
+        + ", ".join(
+            f"{k} median {v['ms']:.1f} ms ({1e3 / v['ms']:.1f} img/s), best {v['ms_min']:.1f} ms"
+            for k, v in ab.items()
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ from fcnseg.inference import Predictor
 from fcnseg.models import build_model
 
 __all__ = [
+    "bench_aoti_file",
     "bench_onnx_file",
     "build_fcnseg",
     "config_name",
@@ -492,6 +493,34 @@ def bench_onnx_file(
         "images_per_s": batch / (med / 1e3),
         "threads": threads,
         "onnxruntime": ort.__version__,
+    }
+
+
+def bench_aoti_file(path: str | Path, warmup: int = 2, repeat: int = 10) -> dict[str, Any]:
+    """Time an AOTInductor package of ``fcnseg export --format aoti`` at the one size it was
+    compiled for, on a random input (:class:`fcnseg.export.AotiModel`; it refuses a package
+    compiled for instructions this CPU lacks).
+
+    Returns a row for :func:`format_table`: ``name`` (the file name, ``[aoti ISA]``),
+    ``size``, ``batch``, ``latency_ms`` (median), ``latency_ms_min``, ``images_per_s``,
+    ``threads`` (this process's; the package's generated loops use ``compiled_threads``).
+    """
+    from fcnseg.export.aoti import AotiModel
+
+    package = AotiModel(path)
+    n, _, h, w = package.size
+    x = torch.randn(*package.size, generator=torch.Generator().manual_seed(0))
+    times = Timer(torch.device("cpu")).time(lambda: package(x), warmup, repeat)
+    med = statistics.median(times)
+    return {
+        "name": f"{Path(path).name} [aoti {package.isa}]",
+        "size": [h, w],
+        "batch": n,
+        "latency_ms": med,
+        "latency_ms_min": min(times),
+        "images_per_s": n / (med / 1e3),
+        "threads": torch.get_num_threads(),
+        "compiled_threads": package.threads,
     }
 
 

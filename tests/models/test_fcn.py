@@ -21,7 +21,7 @@ def _seed():
 
 def randomize_scores(model):
     """Score layers start at zero (the paper); give them values so outputs are informative."""
-    for name in ("score_fr", "score_pool4", "score_pool3"):
+    for name in ("score_fr", "score_pool4", "score_pool3", "score_pool2"):
         layer = getattr(model, name)
         if layer is not None:
             nn.init.normal_(layer.weight, std=0.01)
@@ -139,7 +139,7 @@ def test_default_geometry_is_aligned_with_the_input(head, backbone, width):
 def test_timm_backbones_by_name_give_the_input_size(head, backbone):
     pytest.importorskip("timm")
     model = fcnseg.build_model(head, backbone=backbone, num_classes=3).eval()
-    assert sorted(model.backbone.taps) == [8, 16, 32]
+    assert sorted(model.backbone.taps) == [4, 8, 16, 32]  # both have a stride-4 stage
     for size in ((64, 64), (77, 101), (33, 40)):
         with torch.no_grad():
             assert model(torch.randn(1, 3, *size)).shape == (1, 3, *size)
@@ -234,7 +234,8 @@ def test_atonce_scales_the_skips_before_scoring():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        (dict(name="fcn4s"), "unknown model"),
+        (dict(name="fcn2s"), "unknown model"),
+        (dict(name="fcn4s", backbone="vgg16"), "not fcn4s \\(fcn4s fuses a stride-4 tap"),
         (dict(name="fcn8s", backbone="vgg19"), "unknown backbone"),
         (dict(name="fcn8s", backbone="alexnet"), "supports \\['fcn32s'\\] only"),
         (dict(name="fcn32s", backbone="resnet18", pad100=True), "pad100"),
@@ -256,3 +257,55 @@ def test_every_head_compiles_with_torchscript(head):
         for size in [(45, 67), (64, 33)]:  # sizes are not frozen in the compiled graph
             x = torch.randn(1, 3, *size)
             torch.testing.assert_close(scripted(x), model(x))
+
+
+FCN4S_BACKBONES = fcnseg.list_backbones("fcn4s")  # those with a stride-4 tap
+
+
+def test_fcn4s_is_offered_where_a_stride_4_tap_exists():
+    assert set(FCN4S_BACKBONES) == set(BACKBONES) - {"vgg16", "vgg16_bn"}
+    assert "efficientnet_lite0" in FCN4S_BACKBONES
+
+
+@pytest.mark.parametrize("backbone", FCN4S_BACKBONES)
+def test_fcn4s_output_has_the_input_size(backbone):
+    model = fcnseg.build_model("fcn4s", backbone=backbone, num_classes=3).eval()
+    assert model.backbone.taps[4].stride == 4
+    with torch.no_grad():
+        for h, w in [(37, 61), (1, 1), (32, 33)]:
+            assert model(torch.randn(2, 3, h, w)).shape == (2, 3, h, w)
+
+
+@pytest.mark.parametrize(
+    "backbone", ["resnet18", "mobilenet_v3_large", "efficientnet_lite0", "timm:resnet18"]
+)
+def test_fcn4s_geometry_is_aligned_with_the_input(backbone):
+    if backbone.startswith(("timm:", "efficientnet")):
+        pytest.importorskip("timm")
+    model = symmetrize(randomize_scores(fcnseg.build_model("fcn4s", backbone=backbone))).eval()
+    x = torch.randn(1, 3, 45, 97)  # odd: every strided layer symmetric ('same' strides)
+    with torch.no_grad():
+        out, out_of_flipped = model(x), model(x.flip(-1))
+    scale = out.abs().max()
+    assert scale > 0
+    assert (out_of_flipped - out.flip(-1)).abs().max() < 1e-4 * scale
+
+
+def test_fcn4s_is_fcn8s_plus_a_zero_started_stride_4_skip_that_learns():
+    model = fcnseg.build_model("fcn4s", backbone="resnet18", num_classes=3)
+    assert not model.score_pool2.weight.any() and not model.score_pool2.bias.any()
+    fcn8s = fcnseg.build_model("fcn8s", backbone="resnet18", num_classes=3)
+    extra = set(model.state_dict()) - set(fcn8s.state_dict())
+    assert {k.split(".")[0] for k in extra} == {"score_pool2", "upscore_pool3"}
+    assert set(fcn8s.state_dict()) < set(model.state_dict())
+    randomize_scores(model).train()
+    model(torch.randn(2, 3, 64, 64)).square().mean().backward()
+    assert model.score_pool2.weight.grad.abs().sum() > 0
+
+
+def test_fcn4s_compiles_with_torchscript():
+    model = randomize_scores(fcnseg.build_model("fcn4s", backbone="resnet18", num_classes=3))
+    scripted = torch.jit.script(model.eval())
+    with torch.no_grad():
+        x = torch.randn(1, 3, 45, 67)
+        torch.testing.assert_close(scripted(x), model(x))

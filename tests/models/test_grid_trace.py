@@ -14,10 +14,11 @@ from fcnseg.models.upsampling import Grid
 #   and the unpadded 7x7 fc6 moves stride 32 by +3 pool5 pixels (+96).
 # - AlexNet: conv1 (11x11/4, pad 2) at 4i+3; each 3x3/2 pool adds half its window, so pool5 is
 #   at 32m+31; the 'same' fc6 pads (2, 3) around a 6x6 kernel: +0.5 pixel of 32.
-# - ResNets, MobileNetV3: every strided layer is a 'same'-padded odd kernel: centre 0.
+# - ResNets, MobileNetV3: every strided layer is a 'same'-padded odd kernel: centre 0, at the
+#   stride-4 tap (FCN-4s) too.
 VGG = {8: Grid(8, 3.5), 16: Grid(16, 7.5), 32: Grid(32, 15.5)}
 VGG_PAD100 = {8: Grid(8, 3.5 - 99), 16: Grid(16, 7.5 - 99), 32: Grid(32, 15.5 - 99 + 96)}
-CENTRED = {8: Grid(8, 0.0), 16: Grid(16, 0.0), 32: Grid(32, 0.0)}
+CENTRED = {4: Grid(4, 0.0), 8: Grid(8, 0.0), 16: Grid(16, 0.0), 32: Grid(32, 0.0)}  # + FCN-4s's
 EXPECTED = {
     ("vgg16", False): VGG,
     ("vgg16", True): VGG_PAD100,

@@ -4,6 +4,7 @@
                  [--device cpu|cuda] [--precision fp32|bf16|fp16|auto] [--channels-last]
                  [--optimize [CANDIDATE]] [--train] [--isolate] [--json FILE]
     fcnseg bench --onnx FP32.onnx INT8.onnx --size 360x480 [--onnx-batches 1,8] [--threads 2]
+    fcnseg bench --aoti MODEL.pt2 [MORE.pt2 ...] [--repeat 50]
     fcnseg bench --int8 --calibration DIR --size 360x480
                  (--checkpoint run/best.pt | --backbone mobilenet_v3_large [--context global])
                  [--onnx-batches 1,8]
@@ -15,6 +16,8 @@ the package, which never imports it: ``python -m benchmarks.run`` (the suites) a
 ``benchmarks.harness.run_benchmark`` from a checkout.
 With ``--onnx`` it times the given ONNX files instead (e.g. the float32 and int8 graphs of
 ``fcnseg export --int8``) with ONNX Runtime at each batch size, the first file the baseline.
+With ``--aoti`` it times AOTInductor packages (``fcnseg export --format aoti``) at the size
+each was compiled for.
 With ``--int8`` it quantizes the model (calibrated on DIR) and times float32 PyTorch, float32
 ONNX Runtime and int8 ONNX Runtime side by side at each batch size
 (``fcnseg.bench.compare_runtimes``), then prints the int8 parity report.
@@ -95,6 +98,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="time these ONNX files with ONNX Runtime (the first is the baseline of the ratios)",
     )  # fmt: skip
     parser.add_argument("--onnx-batches", default="1,8", help="--onnx batch sizes (default 1,8)")
+    parser.add_argument(
+        "--aoti", nargs="+", type=Path, default=None, metavar="FILE",
+        help="time these AOTInductor packages (fcnseg export --format aoti) at their size",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="--onnx intra-op threads")
     q = parser.add_argument_group("float32 vs int8 (--int8)")
     q.add_argument(
@@ -117,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--optimize {args.optimize}: choose one of {list(NAMED)} (or none: auto)")
     if args.onnx:
         return _run_onnx(args)
+    if args.aoti:
+        return _run_aoti(args)
     if args.int8:
         return _run_int8(args)
     optimize = {None: False, "auto": True}.get(args.optimize, args.optimize)
@@ -179,6 +188,18 @@ def _run_onnx(args: argparse.Namespace) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows_all, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _run_aoti(args: argparse.Namespace) -> int:
+    from fcnseg.bench import bench_aoti_file, format_table
+
+    rows = [bench_aoti_file(p, args.warmup, args.repeat) for p in args.aoti]
+    print(format_table(rows))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2))
         print(f"wrote {args.json}")
     return 0
 

@@ -1,8 +1,11 @@
-"""``fcnseg export --checkpoint CKPT --format onnx|torchscript|safetensors --out FILE``.
+"""``fcnseg export --checkpoint CKPT --format onnx|torchscript|safetensors|aoti --out FILE``.
 
 Exports the model and prints the parity report: the exported artefact is run next to PyTorch
 on an input of a different size (batch, height and width) than the export example; the command
 fails (exit 2) unless logits agree within 1e-3 and argmax on more than 99.9 % of the pixels.
+``--format aoti`` compiles the model ahead of time (AOTInductor, a C++ compiler needed here
+only) into a ``.pt2`` package for exactly ``--size`` (batch 1) and this CPU's vector ISA,
+checked at the same size (see ``fcnseg.export.aoti``); ``fcnseg bench --aoti FILE`` times it.
 
 ``--format onnx --int8 --calibration DIR`` writes a statically quantized (QDQ, per-channel)
 graph calibrated on DIR's images, its float32 twin, and ``FILE.parity.json``: argmax
@@ -21,11 +24,14 @@ from fcnseg.cli.int8_options import add_int8_options, int8_options
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="an fcnseg checkpoint")
     parser.add_argument(
-        "--format", required=True, choices=("onnx", "torchscript", "safetensors"), dest="fmt"
-    )
+        "--format", required=True, dest="fmt",
+        choices=("onnx", "torchscript", "safetensors", "aoti"),
+    )  # fmt: skip
     parser.add_argument("--out", required=True, help="the file to write")
     parser.add_argument(
-        "--size", default="256x256", help="export example size HxW (default 256x256)"
+        "--size",
+        default="256x256",
+        help="export example size HxW (default 256x256); for aoti, the one size it runs",
     )
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -38,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from fcnseg.config import parse_size
     from fcnseg.engine.checkpoint import load_model
     from fcnseg.export import (
+        export_aoti,
         export_onnx,
         export_safetensors,
         export_torchscript,
@@ -53,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         report = export_onnx(model, args.out, example, opset=args.opset)
     elif args.fmt == "torchscript":
         report = export_torchscript(model, args.out, example)
+    elif args.fmt == "aoti":
+        report = export_aoti(model, args.out, example)
     else:
         report = export_safetensors(model, args.out)
     print(json.dumps(report, indent=2) if args.json else format_report(report))

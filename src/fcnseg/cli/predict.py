@@ -7,7 +7,8 @@ colours blended over the image, a legend of the classes present below it), ``--s
 adds ``<stem>_side.png`` (image | colours).
 Inputs are files, folders and globs; images are decoded by a DataLoader and batched when they
 share a size. ``--onnx FILE`` runs an fcnseg ONNX export (float32 or int8, ``fcnseg export``)
-with ONNX Runtime on the CPU instead of a checkpoint.
+with ONNX Runtime on the CPU instead of a checkpoint; ``--aoti FILE`` an AOTInductor package
+(``fcnseg export --format aoti``), on images of the one size it was compiled for.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="an fcnseg checkpoint or .safetensors")
     source.add_argument("--onnx", help="an fcnseg ONNX export (fp32 or int8), run by ONNX Runtime")
+    source.add_argument("--aoti", help="an AOTInductor package (fcnseg export --format aoti)")
     parser.add_argument("--threads", type=int, default=2, help="--onnx: intra-op threads (2)")
     parser.add_argument("inputs", nargs="+", metavar="INPUTS", help="images, folders or globs")
     parser.add_argument("--out", required=True, help="output folder")
@@ -84,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
         from fcnseg.export.int8 import OnnxRuntimeModel
 
         model, fast, args.device = OnnxRuntimeModel(args.onnx, threads=args.threads), False, "cpu"
+    elif args.aoti:
+        from fcnseg.export.aoti import AotiModel
+
+        model, fast, args.device = AotiModel(args.aoti), False, "cpu"
     else:
         model, fast = load_model(args.checkpoint, mmap=args.low_memory), True
     if model.num_classes > 256:

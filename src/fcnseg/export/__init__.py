@@ -2,11 +2,14 @@
 
 - :mod:`fcnseg.export.formats`: ONNX (dynamic sizes, no Resize op), TorchScript and
   safetensors, each checked for parity at a second input size;
+- :mod:`fcnseg.export.aoti`: an AOTInductor ``.pt2`` package, compiled ahead of time for one
+  input size and the CPU's vector ISA (checked at load), run by :class:`AotiModel`;
 - :mod:`fcnseg.export.int8`: int8 QDQ ONNX (ONNX Runtime static quantization, calibrated on real
   images), its argmax / mean-IU parity, and :class:`OnnxRuntimeModel` to run any fcnseg ONNX
   file like a model.
 """
 
+from fcnseg.export.aoti import AotiError, AotiModel, export_aoti
 from fcnseg.export.formats import (
     ATOL,
     CONFIG_KEY,
@@ -35,10 +38,13 @@ __all__ = [
     "CONFIG_KEY",
     "MIN_AGREEMENT",
     "QUANT_KEY",
+    "AotiError",
+    "AotiModel",
     "ExportParityError",
     "OnnxRuntimeModel",
     "calibration_images",
     "check_parity",
+    "export_aoti",
     "cpu_has_vnni",
     "export_onnx",
     "export_onnx_int8",

@@ -332,6 +332,11 @@ def format_report(report: dict) -> str:
         lines.append(f"  method: {how}")
     if report.get("ops"):
         lines.append("  ops: " + ", ".join(f"{k} {v}" for k, v in report["ops"].items()))
+    if report.get("isa"):
+        lines.append(
+            f"  compiled in {report['compile_s']} s for the {report['isa']!r} vector ISA, "
+            f"{report['threads']} threads ({report['bytes'] / 2**20:.1f} MiB)"
+        )
     if "dynamic_shapes" in report:
         lines.append(f"  dynamic shapes: {'yes' if report['dynamic_shapes'] else 'NO'}")
     if report.get("note"):

@@ -1,7 +1,7 @@
 """The FCN model family: ``build_model(name, backbone=..., num_classes=...)`` over a registry.
 
-Heads: fcn32s, fcn16s, fcn8s, fcn8s_atonce. Backbones: see ``list_backbones()``. Context heads
-(``context=``): see ``list_contexts()``.
+Heads: fcn32s, fcn16s, fcn8s, fcn8s_atonce (the paper's) and fcn4s (one skip more).
+Backbones: see ``list_backbones()``. Context heads (``context=``): see ``list_contexts()``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ MODELS: dict[str, dict] = {
     "fcn8s": {"skips": (16, 8)},
     # voc-fcn8s-atonce/net.py: pool4 scaled by 0.01 and pool3 by 1e-4, trained in one go
     "fcn8s_atonce": {"skips": (16, 8), "skip_scales": {16: 0.01, 8: 0.0001}},
+    # ours, beyond the paper: FCN-8s plus a stride-4 skip (backbones with a stride-4 tap)
+    "fcn4s": {"skips": (16, 8, 4)},
 }
 
 
@@ -54,7 +56,8 @@ def build_model(
     """Build an FCN.
 
     Args:
-        name: ``"fcn32s"``, ``"fcn16s"``, ``"fcn8s"`` or ``"fcn8s_atonce"``.
+        name: ``"fcn32s"``, ``"fcn16s"``, ``"fcn8s"``, ``"fcn8s_atonce"`` or ``"fcn4s"``
+            (FCN-8s with a stride-4 skip more: not VGG16, whose pool2 is untapped).
         backbone: one of ``list_backbones()`` (``alexnet`` supports fcn32s only), or
             ``"timm:NAME"``: any timm model with ``features_only`` (``timm`` installed).
         num_classes: number of output channels C.
@@ -93,7 +96,11 @@ def build_model(
     if name not in backbone_archs(backbone):
         raise ValueError(
             f"{backbone} supports {list(backbone_archs(backbone))} only, not {name} "
-            "(it has no stride-8/16 taps; the paper uses AlexNet for FCN-32s only)"
+            + (
+                "(fcn4s fuses a stride-4 tap, which it does not expose)"
+                if name == "fcn4s"
+                else "(it has no stride-8/16 taps; the paper uses AlexNet for FCN-32s only)"
+            )
         )
     if context is not None and context not in CONTEXT_HEADS:
         raise ValueError(f"unknown context {context!r}; choose one of {list_contexts()} or None")
@@ -209,6 +216,7 @@ fcn32s = _shorthand("fcn32s")
 fcn16s = _shorthand("fcn16s")
 fcn8s = _shorthand("fcn8s")
 fcn8s_atonce = _shorthand("fcn8s_atonce")
+fcn4s = _shorthand("fcn4s")
 
 __all__ = [
     "CAFFE_PREPROCESS",
@@ -218,6 +226,7 @@ __all__ = [
     "build_model",
     "build_model_from_config",
     "convolutionalize",
+    "fcn4s",
     "fcn8s",
     "fcn8s_atonce",
     "fcn16s",

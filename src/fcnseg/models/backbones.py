@@ -1,4 +1,4 @@
-"""Backbones: torchvision classifiers tapped at strides 8, 16 and 32.
+"""Backbones: torchvision classifiers tapped at strides 8, 16 and 32 (and 4, for FCN-4s).
 
 Each backbone declares its taps (stride -> layer and channels), so the FCN heads never
 hard-code layer names (timm's `feature_info` idea); where each tap's pixels sit in the input
@@ -124,13 +124,13 @@ class AlexNetBackbone(Backbone):
 
 
 class ResNetBackbone(Backbone):
-    """ResNet tapped at layer2 (stride 8), layer3 (16) and layer4 (32)."""
+    """ResNet tapped at layer1 (stride 4), layer2 (8), layer3 (16) and layer4 (32)."""
 
     def __init__(self, resnet: torchvision.models.ResNet, pad100: bool = False) -> None:
         super().__init__()
         _refuse_pad100(pad100, "resnets")
-        self.body = IntermediateLayerGetter(resnet, {"layer2": "8", "layer3": "16", "layer4": "32"})
-        names = {8: "layer2", 16: "layer3", 32: "layer4"}
+        names = {4: "layer1", 8: "layer2", 16: "layer3", 32: "layer4"}
+        self.body = IntermediateLayerGetter(resnet, {n: str(s) for s, n in names.items()})
         self.taps = traced_taps(
             self, {s: (n, _out_channels(getattr(resnet, n))) for s, n in names.items()}
         )
@@ -140,7 +140,7 @@ class ResNetBackbone(Backbone):
 
 
 class MobileNetV3Backbone(Backbone):
-    """MobileNetV3-Large tapped at the last block of strides 8, 16 and 32 (the 960-channel
+    """MobileNetV3-Large tapped at the last block of strides 4, 8, 16 and 32 (the 960-channel
     head conv)."""
 
     def __init__(self, mobilenet: torchvision.models.MobileNetV3, pad100: bool = False) -> None:
@@ -179,7 +179,7 @@ def _out_channels(module: nn.Module) -> int:
 
 
 def _last_block_per_stride(features: nn.Sequential) -> dict[int, int]:
-    """Index of the last block at strides 8, 16 and 32, found by a probe pass (64x64 input)."""
+    """Index of the last block at strides 4, 8, 16 and 32, found by a probe pass (64x64 input)."""
     with torch.no_grad():
         was_training = features.training
         features.eval()
@@ -189,12 +189,13 @@ def _last_block_per_stride(features: nn.Sequential) -> dict[int, int]:
             x = block(x)
             last[64 // x.shape[-1]] = i
         features.train(was_training)
-    return {s: last[s] for s in (8, 16, 32)}
+    return {s: last[s] for s in (4, 8, 16, 32)}
 
 
 class TimmBackbone(Backbone):
     """Any timm model with ``features_only``, tapped at the stride-8, 16 and 32 outputs its
-    ``feature_info`` reports (the last feature map of each stride).
+    ``feature_info`` reports (the last feature map of each stride), and at stride 4 where it
+    has one (FCN-4s).
 
     The pixel grids are not derived by hand: :func:`probe_centres` finds them from the network's
     flip symmetry. Built by ``build_backbone("timm:NAME")`` and for the EfficientNet-Lite
@@ -216,8 +217,10 @@ class TimmBackbone(Backbone):
                 f"timm:{name}: feature strides {sorted(last)}; fcnseg needs 8, 16 and 32 "
                 "(or 32 alone, for fcn32s)"
             )
+        if 4 in last and strides == (8, 16, 32):
+            strides = (4, *strides)
         self.out_index = {s: last[s] for s in strides}
-        self.archs = ("fcn32s",) if strides == (32,) else ALL_ARCHS
+        self.archs = ("fcn32s",) if strides == (32,) else archs_for(strides)
         self.min_input_size = min_input_size
         centres = probe_centres(name, strides)
         channels = info.channels()
@@ -301,7 +304,13 @@ def probe_centres(name: str, strides: tuple[int, ...], height: int = 64) -> dict
     raise ValueError(f"timm:{name}: could not find the pixel grid of strides {strides}")
 
 
-ALL_ARCHS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
+PAPER_ARCHS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
+ALL_ARCHS = (*PAPER_ARCHS, "fcn4s")  # FCN-4s needs a stride-4 tap
+
+
+def archs_for(strides: tuple[int, ...]) -> tuple[str, ...]:
+    """The heads a backbone with taps at ``strides`` (8, 16 and 32 at least) supports."""
+    return ALL_ARCHS if 4 in strides else PAPER_ARCHS
 
 
 @dataclass(frozen=True)
@@ -316,8 +325,8 @@ class BackboneSpec:
 
 
 BACKBONES: dict[str, BackboneSpec] = {
-    "vgg16": BackboneSpec(VGGBackbone),
-    "vgg16_bn": BackboneSpec(VGGBackbone),
+    "vgg16": BackboneSpec(VGGBackbone, archs=PAPER_ARCHS),  # pool2 untapped: the paper's heads
+    "vgg16_bn": BackboneSpec(VGGBackbone, archs=PAPER_ARCHS),
     "alexnet": BackboneSpec(AlexNetBackbone, archs=("fcn32s",)),
     "resnet18": BackboneSpec(ResNetBackbone),
     "resnet34": BackboneSpec(ResNetBackbone),

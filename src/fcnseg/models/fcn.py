@@ -3,6 +3,11 @@
     FCN-32s:  score(fc7) -------------------------------------------------> up x32
     FCN-16s:  score(fc7) -> up x2 -(+)- score(pool4) ---------------------> up x16
     FCN-8s:   score(fc7) -> up x2 -(+)- score(pool4) -> up x2 -(+)- score(pool3) -> up x8
+    FCN-4s:   ... FCN-8s's fused stride-8 scores -> up x2 -(+)- score(pool2) -> up x4
+
+FCN-4s is ours, not the paper's: one more step down the same ladder, for classes a few pixels
+wide (poles, signs) where a stride-8 map is too coarse; the paper stopped at pool3 on VOC,
+where the next fusion gave diminishing returns.
 
 Scores are 1x1 convolutions started at zero; in-network 2x upsampling is a transposed
 convolution started at bilinear (frozen by default, as in the reference repository; learnable
@@ -22,8 +27,9 @@ from fcnseg.models.context import build_context
 from fcnseg.models.upsampling import BilinearUpsample, Grid, crop_offset, kernel_size_for
 
 # Layer names follow the reference (voc-fcn8s/net.py) so converted weights map one to one.
-SCORE_NAMES = {32: "score_fr", 16: "score_pool4", 8: "score_pool3"}
-UPSCORE_NAMES = {16: "upscore2", 8: "upscore_pool4"}  # the 2x upsampling into each skip
+SCORE_NAMES = {32: "score_fr", 16: "score_pool4", 8: "score_pool3", 4: "score_pool2"}
+UPSCORE_NAMES = {16: "upscore2", 8: "upscore_pool4", 4: "upscore_pool3"}  # 2x into each skip
+SKIP_CHAINS = ((), (16,), (16, 8), (16, 8, 4))  # FCN-32s, 16s, 8s, 4s
 
 
 def _zero_conv1x1(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -44,7 +50,7 @@ class FCN(nn.Module):
         backbone: a tapped backbone (see ``backbones.build_backbone``).
         num_classes: output channels C.
         skips: the finer strides fused in, coarse to fine: ``()`` FCN-32s, ``(16,)`` FCN-16s,
-            ``(16, 8)`` FCN-8s.
+            ``(16, 8)`` FCN-8s, ``(16, 8, 4)`` FCN-4s.
         skip_scales: multiply a tap before its score layer (the "at-once" variant scales
             pool4 by 0.01 and pool3 by 1e-4, `voc-fcn8s-atonce/net.py`).
         learnable_upsampling: train the in-network 2x deconvolutions (else frozen bilinear).
@@ -75,8 +81,8 @@ class FCN(nn.Module):
         config: dict | None = None,
     ) -> None:
         super().__init__()
-        if tuple(skips) not in ((), (16,), (16, 8)):
-            raise ValueError(f"skips must be (), (16,) or (16, 8), got {tuple(skips)}")
+        if tuple(skips) not in SKIP_CHAINS:
+            raise ValueError(f"skips must be one of {SKIP_CHAINS}, got {tuple(skips)}")
         missing = [s for s in (32, *skips) if s not in backbone.taps]
         if missing:
             raise ValueError(f"backbone has no tap at stride(s) {missing}")
@@ -99,7 +105,7 @@ class FCN(nn.Module):
         # Each skip: a 2x upsampler into the finer grid, a zero-started score layer, and the
         # crops that put both maps on one grid (the shift is derived, never hard-coded).
         self.crops: dict[int, tuple[int, int]] = {}  # stride -> (crop of upsampled, crop of skip)
-        for stride in (16, 8):
+        for stride in (16, 8, 4):
             if stride not in self.skips:
                 self.add_module(UPSCORE_NAMES[stride], None)
                 self.add_module(SCORE_NAMES[stride], None)
@@ -153,6 +159,12 @@ class FCN(nn.Module):
             crop_up, crop_skip = self.crops[8]
             score = self._fuse(
                 self.upscore_pool4(score), self.score_pool3(pool3), crop_up, crop_skip
+            )
+        if self.score_pool2 is not None:  # FCN-4s: fuse pool2 (stride 4)
+            pool2 = features[4] * self.skip_scales[4] if 4 in self.skip_scales else features[4]
+            crop_up, crop_skip = self.crops[4]
+            score = self._fuse(
+                self.upscore_pool3(score), self.score_pool2(pool2), crop_up, crop_skip
             )
         out = self.upscore(score)
         return _crop(out, self.final_crop, self.final_crop, height, width)

@@ -1,0 +1,126 @@
+"""fcnseg.export.aoti: an AOTInductor package, compiled once, checked, refused where it cannot run.
+
+One package is compiled for the module (tens of seconds; a C++ compiler is needed and the
+tests skip, saying so, without one) through the command line a user types, then loaded,
+timed, predicted with, and refused on a simulated CPU without its instructions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import fcnseg
+from fcnseg.cli import main
+from fcnseg.data.transforms import Normalize
+from fcnseg.export import ATOL, AotiError, AotiModel
+
+from . import random_image, tiny_model
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")),
+    reason="AOTInductor export needs a C++ compiler (g++ / clang++), none on this machine",
+)
+
+SIZE = (64, 96)
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    """``fcnseg export --format aoti`` of a tiny trained-looking model: (checkpoint, package,
+    the command's JSON report)."""
+    folder = tmp_path_factory.mktemp("aoti")
+    model = tiny_model("fcn8s")
+    checkpoint = folder / "model.pt"
+    fcnseg.save_model(model, checkpoint)
+    out = folder / "model.pt2"
+    argv = ["export", "--checkpoint", str(checkpoint), "--format", "aoti", "--out", str(out)]
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main([*argv, "--size", "x".join(map(str, SIZE)), "--json"])
+    assert code == 0
+    return checkpoint, out, json.loads(buffer.getvalue())
+
+
+def test_the_package_reproduces_the_model_and_describes_itself(package):
+    checkpoint, path, report = package
+    assert report["format"] == "aoti" and report["dynamic_shapes"] is False
+    assert report["parity"]["passed"] and report["parity"]["max_abs_diff"] < ATOL
+    assert report["example_size"] == [1, 3, *SIZE]
+    model = fcnseg.load_model(checkpoint)
+    compiled = AotiModel(path)
+    assert compiled.size == (1, 3, *SIZE)
+    assert compiled.config["preprocess"] == model.preprocess  # the normalisation ships with it
+    assert compiled.num_classes == 3 and compiled.class_names == model.class_names
+    assert compiled.threads == torch.get_num_threads() and compiled.isa == report["isa"]
+    x = torch.randn(1, 3, *SIZE, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = model(x)
+    for layout in (torch.contiguous_format, torch.channels_last):  # any layout in
+        got = compiled(x.contiguous(memory_format=layout))
+        assert (got - expected).abs().max() < ATOL
+
+
+def test_another_size_is_refused_in_one_line(package):
+    _, path, _ = package
+    with pytest.raises(AotiError, match=r"compiled for inputs 1x3x64x96, got 1x3x64x97"):
+        AotiModel(path)(torch.randn(1, 3, 64, 97))
+
+
+def test_a_cpu_without_the_packages_instructions_is_refused(package, monkeypatch):
+    _, path, _ = package
+    import torch._inductor.cpu_vec_isa as vec
+
+    if not AotiModel(path).isa.split()[0].startswith("avx"):
+        pytest.skip("the ISA check simulates x86 CPUs")
+    monkeypatch.setattr(vec, "x86_isa_checker", lambda: [])  # a CPU with no vector extension
+    with pytest.raises(AotiError, match="this CPU lacks .*Re-export on this machine"):
+        AotiModel(path)
+
+
+def test_files_that_are_not_fcnseg_packages_are_refused(tmp_path, capsys):
+    bad = tmp_path / "broken.pt2"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(AotiError, match="broken.pt2: not an AOTInductor package"):
+        AotiModel(bad)
+    other = tmp_path / "other.pt2"
+    with zipfile.ZipFile(other, "w") as z:
+        z.writestr("readme.txt", "a zip, not a package")
+    with pytest.raises(AotiError, match="other.pt2: not an AOTInductor package"):
+        AotiModel(other)
+    with pytest.raises(FileNotFoundError):
+        AotiModel(tmp_path / "missing.pt2")
+    assert main(["bench", "--aoti", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not an AOTInductor package" in err
+
+
+def test_bench_times_the_package_at_its_size(package, capsys):
+    _, path, _ = package
+    assert main(["bench", "--aoti", str(path), "--repeat", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "model.pt2 [aoti" in out and "64x96" in out
+
+
+def test_predict_runs_the_package_like_the_checkpoint(package, tmp_path):
+    checkpoint, path, _ = package
+    image = random_image(*SIZE, seed=3)
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp_path / "frame.png")
+    for flag, source, out in (("--aoti", path, "a"), ("--checkpoint", checkpoint, "c")):
+        argv = ["predict", flag, str(source), str(tmp_path / "frame.png"), "--out"]
+        assert main([*argv, str(tmp_path / out), "--no-progress"]) == 0
+    labels = {o: np.array(Image.open(tmp_path / o / "frame.png")) for o in "ac"}
+    assert labels["a"].shape == SIZE
+    assert (labels["a"] == labels["c"]).mean() > 0.999
+    model = fcnseg.load_model(checkpoint)
+    with torch.no_grad():
+        logits = model(Normalize(model.preprocess)(image)[None])
+    assert len(np.unique(logits.argmax(1).numpy())) > 1  # labels a wrong package would change
