@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fcnseg.accel.heap import retain_freed_memory
 from fcnseg.export.formats import (
     ATOL,
     CONFIG_KEY,
@@ -193,11 +194,15 @@ class AotiModel(nn.Module):
     memory layout; another size is refused in one line. Attributes: ``config`` (the model's,
     so ``preprocess``, ``num_classes``, ``class_names``), ``size``, ``isa``, ``threads``.
 
+    Loading calls :func:`fcnseg.accel.heap.retain_freed_memory` (process-wide): the package
+    allocates its buffers on every call, and glibc would otherwise often hand them back to the
+    kernel and fault them in again each time (``retain_memory=False`` leaves malloc as it is).
+
     Raises (at load): :class:`AotiError` for a file that is not an fcnseg package or that was
     compiled for instructions this CPU lacks; ``FileNotFoundError`` for no file.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, retain_memory: bool = True) -> None:
         super().__init__()
         self.path = Path(path)
         if not self.path.is_file():
@@ -231,6 +236,8 @@ class AotiModel(nn.Module):
                 "on this machine (or with ATEN_CPU_CAPABILITY=avx2 for any x86-64 CPU)"
             )
         self._run = package
+        if retain_memory:
+            retain_freed_memory()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if tuple(images.shape) != self.size:
