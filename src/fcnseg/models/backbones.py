@@ -217,12 +217,17 @@ class TimmBackbone(Backbone):
                 f"timm:{name}: feature strides {sorted(last)}; fcnseg needs 8, 16 and 32 "
                 "(or 32 alone, for fcn32s)"
             )
-        if 4 in last and strides == (8, 16, 32):
-            strides = (4, *strides)
+        try:  # with the stride-4 tap (FCN-4s) where there is one and its grid can be probed
+            wanted = (4, *strides) if 4 in last and strides == (8, 16, 32) else strides
+            centres = probe_centres(name, wanted)
+            strides = wanted
+        except ValueError:
+            if wanted == strides:
+                raise
+            centres = probe_centres(name, strides)  # the heads up to FCN-8s need no more
         self.out_index = {s: last[s] for s in strides}
         self.archs = ("fcn32s",) if strides == (32,) else archs_for(strides)
         self.min_input_size = min_input_size
-        centres = probe_centres(name, strides)
         channels = info.channels()
         self.taps = {
             s: Tap(info.module_name()[last[s]], channels[last[s]], Grid(s, centres[s]))
