@@ -23,7 +23,6 @@ and where the rest of an image's time goes, printed with the CPU's ISA (the figu
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import tempfile
 from pathlib import Path
@@ -37,6 +36,7 @@ from fcnseg.accel.onednn import SamePadConv2d, available, to_onednn
 from fcnseg.accel.precision import cpu_isa
 from fcnseg.accel.timing import Timer, time_interleaved
 from fcnseg.export import AotiModel, export_aoti
+from fcnseg.export.aoti import compiler_available
 from fcnseg.inference.core import Predictor
 
 SIZE = (360, 480)
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.rounds} calls"
     )
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
-    if args.precision == "fp32" and shutil.which("g++"):
+    if args.precision == "fp32" and compiler_available():
         aoti_against_core(model, x, args.rounds)
     return 0
 

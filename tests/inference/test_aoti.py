@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -24,11 +23,12 @@ import fcnseg
 from fcnseg.cli import main
 from fcnseg.data.transforms import Normalize
 from fcnseg.export import ATOL, AotiError, AotiModel
+from fcnseg.export.aoti import compiler_available
 
 from . import random_image, tiny_model
 
 pytestmark = pytest.mark.skipif(
-    not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")),
+    not compiler_available(),
     reason="AOTInductor export needs a C++ compiler (g++ / clang++), none on this machine",
 )
 

@@ -5,8 +5,8 @@ glibc serves a block above its mmap threshold with a fresh ``mmap`` and unmaps i
 gives the heap's top back above its trim threshold. Both start at 128 KiB and rise only as
 large blocks are freed, so whether a model's per-call buffers get reused or are faulted in
 again, zeroed, on every call depends on the order of its first calls' allocations: the same
-AOTInductor package ran in one process with no page faults a call and in the next with 8,800
-(twice the time; figures in ``benchmarks/README.md``). :func:`retain_freed_memory` fixes both
+AOTInductor package can run twice as slowly in one process as in the next (figures in
+``benchmarks/README.md``). :func:`retain_freed_memory` fixes both
 thresholds high, so freed buffers stay in the heap. This is process-wide, as choosing
 jemalloc or tcmalloc is (PyTorch's CPU performance guide); the cost is that memory freed by
 the process is returned to the system later (the heap's top above ``trim_mib`` still is).

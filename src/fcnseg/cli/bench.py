@@ -164,10 +164,7 @@ def run(args: argparse.Namespace) -> int:
             + (f", {gemm:.0f} GFLOP/s {args.precision} GEMM peak" if gemm else "")
             + (f", load {load:.2f}" if load is not None else "")
         )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
-        print(f"wrote {args.json}")
+    _write_json(args, rows)
     return 0
 
 
@@ -185,10 +182,7 @@ def _run_onnx(args: argparse.Namespace) -> int:
         ]
         print(format_table(rows) + "\n")
         rows_all += rows
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows_all, indent=2))
-        print(f"wrote {args.json}")
+    _write_json(args, rows_all)
     return 0
 
 
@@ -197,11 +191,16 @@ def _run_aoti(args: argparse.Namespace) -> int:
 
     rows = [bench_aoti_file(p, args.warmup, args.repeat) for p in args.aoti]
     print(format_table(rows))
+    _write_json(args, rows)
+    return 0
+
+
+def _write_json(args: argparse.Namespace, rows) -> None:
+    """``--json FILE``: the rows as JSON (values JSON cannot hold written as text)."""
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps(rows, indent=2, default=str))
         print(f"wrote {args.json}")
-    return 0
 
 
 def _batches(text: str) -> list[int]:
@@ -253,8 +252,5 @@ def _run_int8(args: argparse.Namespace) -> int:
     machine = result["machine"]
     print(f"\n{machine['cpu']} ({machine['isa']}), {args.threads or 2} threads, "
           f"torch {machine['torch']}")  # fmt: skip
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2, default=str))
-        print(f"wrote {args.json}")
+    _write_json(args, result)
     return 0

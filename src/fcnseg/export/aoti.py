@@ -46,6 +46,7 @@ from fcnseg.export.formats import (
     ATOL,
     CONFIG_KEY,
     MIN_AGREEMENT,
+    ExportedModel,
     _check_sizes,
     _config_json,
     _cpu_copy,
@@ -53,7 +54,9 @@ from fcnseg.export.formats import (
     check_parity,
 )
 
-__all__ = ["AOTI_KEY", "AotiError", "AotiModel", "export_aoti", "inductor_isa"]
+__all__ = [
+    "AOTI_KEY", "AotiError", "AotiModel", "compiler_available", "export_aoti", "inductor_isa",
+]  # fmt: skip
 
 AOTI_KEY = "fcnseg_aoti"  # metadata: size, ISA, threads, torch version, machine
 
@@ -111,10 +114,9 @@ def _missing_flags(isa: str) -> list[str]:
     return [flag for flag in isa.split() if flag not in have]
 
 
-def _toolchain_error() -> str | None:
-    if shutil.which("g++") or shutil.which("c++") or shutil.which("clang++"):
-        return None
-    return "AOTInductor export needs a C++ compiler (g++ or clang++) on this machine"
+def compiler_available() -> bool:
+    """Whether a C++ compiler is on the PATH (AOTInductor needs one to export, not to run)."""
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
 def export_aoti(
@@ -140,9 +142,8 @@ def export_aoti(
         AotiError: no C++ compiler here.
         ValueError: a bad example size.
     """
-    problem = _toolchain_error()
-    if problem:
-        raise AotiError(problem)
+    if not compiler_available():
+        raise AotiError("AOTInductor export needs a C++ compiler (g++ or clang++) on this machine")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = _cpu_copy(model)
@@ -186,7 +187,7 @@ def export_aoti(
     }
 
 
-class AotiModel(nn.Module):
+class AotiModel(ExportedModel):
     """A ``.pt2`` package of :func:`export_aoti`, called like the PyTorch model (as
     :class:`fcnseg.export.OnnxRuntimeModel` is for ONNX): ``logits = m(images)``.
 
@@ -247,11 +248,3 @@ class AotiModel(nn.Module):
             )
         with torch.no_grad():  # the package reads the example's (contiguous NCHW) strides
             return self._run(images.float().contiguous())
-
-    @property
-    def preprocess(self) -> dict:
-        return self.config["preprocess"]
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.config.get("class_names") or [str(i) for i in range(self.num_classes)]

@@ -30,6 +30,7 @@ from torch import nn
 
 __all__ = [
     "ExportParityError",
+    "ExportedModel",
     "check_parity",
     "export_onnx",
     "export_safetensors",
@@ -42,6 +43,22 @@ __all__ = [
 ATOL = 1e-3
 MIN_AGREEMENT = 0.999
 CONFIG_KEY = "fcnseg_config"
+
+
+class ExportedModel(nn.Module):
+    """Base of the exported files run like a model (ONNX Runtime, AOTInductor): what the
+    model's stored ``config`` says about it. Subclasses set ``config`` and ``num_classes``."""
+
+    config: dict
+    num_classes: int
+
+    @property
+    def preprocess(self) -> dict:
+        return self.config["preprocess"]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.config.get("class_names") or [str(i) for i in range(self.num_classes)]
 
 
 class ExportParityError(ValueError):

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fcnseg.data.transforms import Normalize
-from fcnseg.export.formats import CONFIG_KEY, export_onnx, require_onnx
+from fcnseg.export.formats import CONFIG_KEY, ExportedModel, export_onnx, require_onnx
 
 __all__ = [
     "QUANT_KEY",
@@ -51,7 +51,7 @@ __all__ = [
 QUANT_KEY = "fcnseg_quantization"
 
 
-class OnnxRuntimeModel(nn.Module):
+class OnnxRuntimeModel(ExportedModel):
     """An fcnseg ONNX file run by ONNX Runtime's CPU provider, called like the PyTorch model.
 
     ``forward(images (N, 3, H, W) float32, normalised) -> logits (N, C, H, W)`` (CPU tensors).
@@ -89,14 +89,6 @@ class OnnxRuntimeModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = np.ascontiguousarray(images.detach().cpu().float().numpy())
         return torch.from_numpy(self.session.run(["logits"], {"images": x})[0])
-
-    @property
-    def preprocess(self) -> dict:
-        return self.config["preprocess"]
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.config.get("class_names") or [str(i) for i in range(self.num_classes)]
 
 
 def cpu_has_vnni() -> bool:
