@@ -1,7 +1,8 @@
 """``torch.compile`` of the CamVid training step: ``python -m benchmarks.compile_train_step``.
 
-FCN-8s ResNet-18 with global context, batch 8 of 176x240 (the CamVid recipe's step): eager
-against inductor, timed interleaved after compiling (whose time is printed). Inductor is tried
+FCN-8s ResNet-18 with global context, batch 8 of 176x240 (the CamVid recipe's step; ``--precision
+bf16 --channels-last`` as the recipe runs on an AMX CPU): eager against inductor, timed
+interleaved after compiling (whose time is printed). Inductor is tried
 on the whole net and on the backbone alone; a variant that fails to compile prints its error's
 first line instead of a time. This is the measurement behind training eagerly
 (benchmarks/camvid.md, "Training speed on 2 cores").
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="176x240")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--channels-last", action="store_true", help="NHWC, as the recipes")
     args = parser.parse_args(argv)
     h, w = parse_size(args.size, "--size")
     torch.manual_seed(0)
@@ -44,10 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     net = fcnseg.build_model(
         "fcn8s", backbone="resnet18", num_classes=11, context="global", pad100=False
     )
-    print(machine_info())
-    steps: dict[str, Callable[[], None]] = {"eager": make_train_step(net, images, target)}
+    if args.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    print(machine_info(), f"{args.precision}, channels-last {args.channels_last}")
+    steps: dict[str, Callable[[], None]] = {
+        "eager": make_train_step(net, images, target, args.precision)
+    }
     for name, variant in _compiled_variants(net).items():
-        step = make_train_step(variant, images, target)
+        step = make_train_step(variant, images, target, args.precision)
         start = time.perf_counter()
         try:
             step()  # compiles forward and backward for this shape

@@ -5,7 +5,7 @@ filled before the clock" in benchmarks/README.md:
 
 1. decoding a pair (image PNG + label PNG, ``load_sample``);
 2. the recipe's training augmentation of a decoded pair, step by step (``configs/
-   camvid_fcn8s_lite0.yaml``: scale 0.5-1.0, crop 176x240, flip, colour jitter 0.4, to float),
+   camvid_fcn8s_lite0.yaml``: scale 0.75-1.25, crop 176x240, flip, colour jitter 0.4, to float),
    each figure the pipeline up to and including that step;
 3. a cached ``__getitem__``: augmentation, normalisation and the label check.
 """
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=48)
     args = ap.parse_args(argv)
     transforms = build_transforms(
-        True, crop_size=(176, 240), scale_range=(0.5, 1.0), hflip=True, color_jitter=0.4
+        True, crop_size=(176, 240), scale_range=(0.75, 1.25), hflip=True, color_jitter=0.4
     )
     ds = CamVidSegmentation(args.root, "train", transforms=transforms)
     n = min(args.pairs, len(ds))

@@ -7,6 +7,10 @@ agrees (``fcnseg eval --precision bf16`` against ``--precision fp32``, without r
 
 The TTA default is the one stored in the checkpoint's recipe. Both runs go through the inference
 core (``fcnseg.inference.Predictor``) exactly as ``fcnseg eval`` does.
+
+With ``--aoti FILE`` (an ``fcnseg export --format aoti [--precision bf16]`` package of the same
+checkpoint) the package takes the low side's place: one full-size pass each (a package runs
+one size, so no TTA), the package against the fp32 core.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="val")
     p.add_argument("--tta", default=None, help="default: the recipe's eval.tta")
     p.add_argument("--low", default="bf16", help="the precision compared with fp32")
+    p.add_argument("--aoti", default=None, help="a package of the checkpoint, in --low's place")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
@@ -45,9 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     matrices = {k: ConfusionMatrix(model.num_classes, ignore_index=255) for k in ("fp32", "low")}
     agree = counted = 0
     seconds = {"fp32": 0.0, "low": 0.0}
+    if args.aoti:
+        from fcnseg.export import AotiModel
+
+        package = AotiModel(args.aoti)
+        args.low, tta = f"aoti_{package.precision}", None
     cores = {
         "fp32": Predictor(model, device="cpu", precision="fp32", tta=tta),
-        "low": Predictor(model, device="cpu", precision=args.low, tta=tta, fast=False),
+        "low": Predictor(model, device="cpu", precision=args.low, tta=tta, fast=False)
+        if not args.aoti
+        else _PackageLabels(package),
     }
     for i in range(len(dataset)):
         image, mask = dataset[i]
@@ -80,6 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
     return 0
+
+
+class _PackageLabels:
+    """A package called like the core's ``labels`` (normalised images in, labels out)."""
+
+    def __init__(self, package) -> None:
+        self.package = package
+
+    def labels(self, images: torch.Tensor, normalized: bool = True) -> torch.Tensor:
+        return self.package(images).argmax(1)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,12 @@ and where the rest of an image's time goes, printed with the CPU's ISA (the figu
 2. the whole model through the inference core (``Predictor``), one image per call: median and
    best of ``--rounds`` calls (a shared host varies by tens of percent from second to second;
    the median is the figure to quote, the best what the code can do), and the heaviest ops
-   over 10 images (``torch.profiler``);
-3. (fp32, where a C++ compiler exists) the same model compiled ahead of time
-   (``fcnseg.export.export_aoti``, what ``fcnseg export --format aoti`` writes) against the
-   inference core, ``--rounds`` interleaved rounds (the same host for both), with the
-   compile time.
+   over 10 images (``torch.profiler``); and what turning its logits into labels costs,
+   ``argmax(1)`` against ``max(1).indices`` (what fcnseg uses);
+3. (where a C++ compiler exists) the same model compiled ahead of time in the same precision
+   (``fcnseg.export.export_aoti``, what ``fcnseg export --format aoti [--precision bf16]``
+   writes) against the inference core, ``--rounds`` interleaved rounds (the same host for
+   both), with the compile time and its parity against fp32.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from fcnseg.accel.timing import Timer, time_interleaved
 from fcnseg.export import AotiModel, export_aoti
 from fcnseg.export.aoti import compiler_available
 from fcnseg.inference.core import Predictor
+from fcnseg.metrics import class_labels
 
 SIZE = (360, 480)
 
@@ -161,17 +163,28 @@ def main(argv: list[str] | None = None) -> int:
         f"({1e3 / med:.1f} img/s), best {best:.1f} ms ({1e3 / best:.1f} img/s), "
         f"{args.rounds} calls"
     )
+    logits = torch.randn(1, 11, *SIZE)
+    argmax_ms = statistics.median(_calls_ms(lambda: logits.argmax(1), repeat=20))
+    labels_ms = statistics.median(_calls_ms(lambda: class_labels(logits), repeat=20))
+    print(
+        f"   labels from 1x11x360x480 logits: argmax(1) {argmax_ms:.1f} ms, "
+        f"max(1).indices (fcnseg.metrics.class_labels) {labels_ms:.1f} ms"
+    )
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
-    if args.precision == "fp32" and compiler_available():
-        aoti_against_core(model, x, args.rounds)
+    if compiler_available():
+        aoti_against_core(model, x, args.rounds, used)
     return 0
 
 
-def aoti_against_core(model: torch.nn.Module, x: torch.Tensor, rounds: int) -> None:
+def aoti_against_core(model: torch.nn.Module, x: torch.Tensor, rounds: int, precision: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        report = export_aoti(model, Path(tmp) / "rt.pt2", tuple(x.shape))
+        # random weights on a random input: near-tied logits, so the argmax agreement is
+        # printed, not enforced (a trained checkpoint's export enforces it)
+        report = export_aoti(
+            model, Path(tmp) / "rt.pt2", tuple(x.shape), precision=precision, min_agreement=0.0
+        )
         package = AotiModel(report["path"])
-        with Predictor(model, device="cpu", precision="fp32") as core, torch.inference_mode():
+        with Predictor(model, device="cpu", precision=precision) as core, torch.inference_mode():
             ab = time_interleaved(
                 {
                     "core": lambda: core.logits(x, normalized=True),
@@ -180,9 +193,11 @@ def aoti_against_core(model: torch.nn.Module, x: torch.Tensor, rounds: int) -> N
                 rounds=rounds,
             )
     print(
-        f"3. AOTInductor package ({report['isa']}, compiled in {report['compile_s']} s, parity "
-        f"max |diff| {report['parity']['max_abs_diff']:.1e}) against the core, {rounds} "
-        "interleaved rounds: "
+        f"3. {precision} AOTInductor package ({report['isa']}, compiled in "
+        f"{report['compile_s']} s, parity against fp32: max |diff| "
+        f"{report['parity']['max_abs_diff']:.1e}, argmax "
+        f"{100 * report['parity']['argmax_agreement']:.2f} %) against the {precision} core, "
+        f"{rounds} interleaved rounds: "
         + ", ".join(
             f"{k} median {v['ms']:.1f} ms ({1e3 / v['ms']:.1f} img/s), best {v['ms_min']:.1f} ms"
             for k, v in ab.items()

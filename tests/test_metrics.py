@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from fcnseg.metrics import BoundaryIoU, ConfusionMatrix, format_table
+from fcnseg.metrics import BoundaryIoU, ConfusionMatrix, class_labels, format_table
 
 IGNORE = 255
 FAST = settings(max_examples=40, deadline=None)
@@ -400,3 +400,15 @@ def test_format_table():
     assert "class 0" in format_table(s)
     with pytest.raises(ValueError):
         format_table(s, ["too", "few"])
+
+
+@pytest.mark.parametrize("shape, dim", [((2, 11, 9, 13), 1), ((11, 9, 13), -3), ((3, 5), 1)])
+def test_class_labels_are_the_argmax_first_on_ties(shape, dim):
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 4, shape, generator=g).float()  # many ties
+    labels = class_labels(scores, dim=dim)
+    assert labels.dtype == torch.int64 and torch.equal(labels, scores.argmax(dim))
+    # on a tie, the first of the tied classes (argmax's documented rule)
+    tie = torch.zeros(1, 4, 1, 1)
+    tie[0, 1] = tie[0, 3] = 1.0
+    assert class_labels(tie).item() == 1

@@ -503,7 +503,8 @@ def bench_aoti_file(path: str | Path, warmup: int = 2, repeat: int = 10) -> dict
 
     Returns a row for :func:`format_table`: ``name`` (the file name, ``[aoti ISA]``),
     ``size``, ``batch``, ``latency_ms`` (median), ``latency_ms_min``, ``images_per_s``,
-    ``threads`` (this process's; the package's generated loops use ``compiled_threads``).
+    ``threads`` (this process's; the package's generated loops use ``compiled_threads``),
+    ``precision`` (the package's) and ``cpu_isa`` (this CPU's).
     """
     from fcnseg.export.aoti import AotiModel
 
@@ -521,6 +522,8 @@ def bench_aoti_file(path: str | Path, warmup: int = 2, repeat: int = 10) -> dict
         "images_per_s": n / (med / 1e3),
         "threads": torch.get_num_threads(),
         "compiled_threads": package.threads,
+        "precision": package.precision,
+        "cpu_isa": cpu_isa(),
     }
 
 

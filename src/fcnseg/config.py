@@ -120,6 +120,10 @@ class TrainConfig:
     poly_power: float = 0.9
     loss_reduction: Literal["mean", "sum"] = "mean"  # "sum" = Caffe's normalize: false
     class_weights: list[float] | Literal["median_freq", "sqrt_median_freq"] | None = None
+    # online hard example mining: only pixels whose true-class probability is below the
+    # threshold count, and at least ohem_min_kept of the batch's hardest (None: all pixels)
+    ohem_thresh: float | None = None
+    ohem_min_kept: int = 0
     bias_lr_mult: float = 2.0
     backbone_lr_mult: float = 1.0  # the pretrained backbone's rate, as a fraction of lr
     freeze_bn: bool = False  # keep the backbone's BatchNorm statistics (ImageNet's) fixed

@@ -26,7 +26,18 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BoundaryIoU", "ConfusionMatrix", "format_table"]
+__all__ = ["BoundaryIoU", "ConfusionMatrix", "class_labels", "format_table"]
+
+
+def class_labels(scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """The predicted class of every pixel: the index of the largest score along ``dim``
+    (the first one on a tie), as ``scores.argmax(dim)``, int64.
+
+    ``max(dim).indices``, not ``argmax``: on the CPU torch's ``argmax`` over a short class
+    dimension with a large stride (``(N, C, H, W)`` logits, ``C`` ~ 10-20) runs an order of
+    magnitude slower than ``max``, for the same indices (``benchmarks/README.md``)."""
+    return scores.max(dim).indices
+
 
 # Above this many bins the single-bincount trick in ``ConfusionMatrix.update`` would
 # allocate too much; we then fall back to an explicit mask.
@@ -70,7 +81,7 @@ def _prepare(
             raise ValueError(
                 f"logits have {pred.shape[-3]} channels (dim -3) but num_classes={num_classes}"
             )
-        pred = pred.argmax(dim=-3)
+        pred = class_labels(pred, dim=-3)
     elif pred.is_floating_point():
         raise ValueError(
             "pred is floating point with the same number of dims as target: pass integer "

@@ -85,6 +85,36 @@ def test_train_transforms_keep_image_and_mask_aligned(seed, h, w, crop, lo, span
     assert torch.all((x[1][inner] / ky - my).abs() <= 0.5 + 1.0 / ky + 1e-3)
 
 
+@pytest.mark.parametrize("scale", [0.75, 0.9, 1.0, 1.25])
+def test_scale_then_crop_on_the_window_matches_scaling_the_whole_image(scale):
+    # RandomScaleCrop resizes only the window under the crop; what it returns must be what
+    # RandomScale + RandomCrop return: the source sampled every 1/scale pixels from an
+    # offset that is an integer crop offset on the scaled image, in range, uniformly placed.
+    h, w, crop = 360, 480, (176, 240)
+    image, mask, _ = coordinate_pair(h, w)
+    t = build_transforms(
+        True, crop_size=crop, scale_range=(scale, scale), hflip=False, color_jitter=0.0
+    )
+    starts = []
+    for seed in range(40):
+        torch.manual_seed(seed)
+        _, m = t(image, mask)
+        assert m.shape == crop and not (m == 255).any()  # fits: no padding
+        ys, xs = (m - 256) // w, (m - 256) % w
+        for src, n, full, axis in ((ys[:, 0], crop[0], h, "y"), (xs[0], crop[1], w, "x")):
+            # the position (start + i + 0.5) / scale - 0.5 of output i on the scaled grid
+            ideal = (torch.arange(n) + 0.5) / scale - 0.5
+            start = round(float((src - ideal).median()) * scale)
+            # nearest sampling (half a source pixel) plus the window's rounding (half a scaled
+            # pixel at each end of the window, over the crop: 1/scale)
+            assert (src - (ideal + start / scale)).abs().max() <= 0.5 + 1.0 / scale + 1e-6
+            assert 0 <= start <= round(full * scale) - n
+            starts.append((axis, start / (round(full * scale) - n)))
+    for axis in "yx":  # offsets spread over their range (40 uniform draws)
+        spread = [f for a, f in starts if a == axis]
+        assert min(spread) < 0.2 and max(spread) > 0.8
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_crop_and_flip_without_scaling_are_pixel_exact(seed):
     rng = np.random.default_rng(seed)

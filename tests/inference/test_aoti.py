@@ -20,9 +20,10 @@ import torch
 from PIL import Image
 
 import fcnseg
+from fcnseg.accel.precision import cpu_has_bf16
 from fcnseg.cli import main
 from fcnseg.data.transforms import Normalize
-from fcnseg.export import ATOL, AotiError, AotiModel
+from fcnseg.export import ATOL, AotiError, AotiModel, export_aoti
 from fcnseg.export.aoti import compiler_available
 
 from . import random_image, tiny_model
@@ -165,3 +166,29 @@ def test_retained_memory_is_reused_without_page_faults():
     # pages, or 2 MiB ones where transparent huge pages are on); retained: reused
     assert default >= (64 << 20) / (2 << 20)
     assert retained < 0.05 * default
+
+
+def test_a_bf16_package_is_refused_on_a_cpu_without_native_bf16(tmp_path, monkeypatch):
+    monkeypatch.setattr("fcnseg.export.aoti.cpu_has_bf16", lambda: False)
+    with pytest.raises(AotiError, match="needs a CPU with native bf16"):
+        export_aoti(tiny_model("fcn8s"), tmp_path / "m.pt2", precision="bf16")
+    assert not (tmp_path / "m.pt2").exists()
+
+
+@pytest.mark.skipif(
+    not cpu_has_bf16(),
+    reason="a bf16 package needs native bf16 (AMX or AVX512-BF16); this CPU has none",
+)
+def test_a_bf16_package_runs_the_autocast_graph_with_float32_in_and_out(tmp_path):
+    model = tiny_model("fcn8s")
+    report = export_aoti(model, tmp_path / "bf16.pt2", (1, 3, *SIZE), precision="bf16")
+    compiled = AotiModel(tmp_path / "bf16.pt2")
+    assert report["precision"] == compiled.precision == "bf16" and report["parity"]["passed"]
+    x = torch.randn(1, 3, *SIZE, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model(x).float()
+    got = compiled(x)
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    # the same bf16 graph as eager autocast, up to the order of bf16 sums: labels agree on
+    # at least the 99 % that the export's own parity rule asks of it against fp32
+    assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.99

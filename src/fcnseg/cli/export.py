@@ -6,6 +6,8 @@ fails (exit 2) unless logits agree within 1e-3 and argmax on more than 99.9 % of
 ``--format aoti`` compiles the model ahead of time (AOTInductor, a C++ compiler needed here
 only) into a ``.pt2`` package for exactly ``--size`` (batch 1) and this CPU's vector ISA,
 checked at the same size (see ``fcnseg.export.aoti``); ``fcnseg bench --aoti FILE`` times it.
+``--precision bf16`` (or ``auto`` where the CPU has native bf16) compiles the bf16 autocast
+graph instead, judged by its argmax (99 % of the pixels).
 
 ``--format onnx --int8 --calibration DIR`` writes a statically quantized (QDQ, per-channel)
 graph calibrated on DIR's images, its float32 twin, and ``FILE.parity.json``: argmax
@@ -19,6 +21,7 @@ import argparse
 import json
 
 from fcnseg.cli.int8_options import add_int8_options, int8_options
+from fcnseg.cli.precision_option import add_precision_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="export example size HxW (default 256x256); for aoti, the one size it runs",
     )
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    add_precision_argument(parser)  # aoti only: bf16 compiles the bf16 autocast graph
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     q = parser.add_argument_group("int8 (ONNX Runtime static quantization)")
     q.add_argument("--int8", action="store_true", help="quantize: QDQ, per-channel int8 weights")
@@ -41,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fcnseg.accel.precision import resolve_precision
     from fcnseg.config import parse_size
     from fcnseg.engine.checkpoint import load_model
     from fcnseg.export import (
@@ -52,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
     )
 
     height, width = parse_size(args.size, "--size")
+    precision = resolve_precision(args.precision, "cpu")
+    if precision != "fp32" and args.fmt != "aoti":
+        raise ValueError(f"--precision {args.precision} is for --format aoti; {args.fmt} is fp32")
     if args.int8:
         return _run_int8(args, (1, 3, height, width))
     model = load_model(args.checkpoint)
@@ -61,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.fmt == "torchscript":
         report = export_torchscript(model, args.out, example)
     elif args.fmt == "aoti":
-        report = export_aoti(model, args.out, example)
+        report = export_aoti(model, args.out, example, precision=precision)
     else:
         report = export_safetensors(model, args.out)
     print(json.dumps(report, indent=2) if args.json else format_report(report))

@@ -131,25 +131,20 @@ class SegmentationDataset(Dataset):
                 pass
 
     def _load_decoded(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
-        if self._decoded is None:
-            return self.load_sample(index)
-        hit = self._decoded.get(index)
+        """A checked sample: from the cache, or read (and cached, when caching) and checked
+        once, so a cached sample's labels are not re-checked on every read."""
+        hit = None if self._decoded is None else self._decoded.get(index)
         if hit is None:
             image, mask, where = self.load_sample(index)
+            self._check_pair(image, mask, where)
             if mask.numel() == 0 or (int(mask.min()) >= 0 and int(mask.max()) <= 255):
                 mask = mask.to(torch.uint8)
-            hit = self._decoded[index] = (image, mask, where)
+            hit = (image, mask, where)
+            if self._decoded is not None:
+                self._decoded[index] = hit
         return hit
 
-    # --- Dataset protocol -----------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int):
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} samples")
-        index = index % len(self)
-        image, mask, where = self._load_decoded(index)
+    def _check_pair(self, image: torch.Tensor, mask: torch.Tensor, where: str) -> None:
         if image.shape[-2:] != mask.shape[-2:]:
             raise ValueError(
                 f"{where}: mask size {tuple(mask.shape[-2:])} differs from image size "
@@ -162,11 +157,23 @@ class SegmentationDataset(Dataset):
                 f"{where}: label values {values} are not classes 0..{self.num_classes - 1} "
                 f"nor ignore ({self.ignore_index})"
             )
-        image = tv_tensors.Image(image)
-        mask = tv_tensors.Mask(mask.to(torch.int64))
+
+    # --- Dataset protocol -----------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        image, mask, _ = self._load_decoded(index % len(self))
+        # uint8 masks stay uint8 through the geometry (a quarter of the bytes to resample);
+        # the transforms return int64
+        if mask.dtype == torch.uint8 and not 0 <= self.ignore_index <= 255:
+            mask = mask.to(torch.int64)  # padding writes ignore_index, which uint8 cannot hold
+        image, mask = tv_tensors.Image(image), tv_tensors.Mask(mask)
         if self.transforms is not None:
             return self.transforms(image, mask)
-        return image, mask
+        return image, mask.to(torch.int64)
 
     def __repr__(self) -> str:
         lines = [

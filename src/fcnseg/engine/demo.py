@@ -55,6 +55,7 @@ from fcnseg.data import build_dataset, build_transforms, denormalize
 from fcnseg.engine.checkpoint import load_model, read_checkpoint
 from fcnseg.engine.evaluation import json_safe
 from fcnseg.engine.trainer import Trainer
+from fcnseg.metrics import class_labels
 
 __all__ = ["DEFAULT_CONTROLS", "DEMO_RECIPE", "DEMO_SECONDS", "MODELS", "demo_runs", "run_demo"]
 
@@ -314,7 +315,7 @@ def _figure(out: Path, cfg: Config, checkpoints: dict[str, Path], n: int = 3) ->
     predictions = {}
     with torch.no_grad():
         for name, model in models.items():
-            labels = model.eval()(images).argmax(1)
+            labels = class_labels(model.eval()(images))
             predictions[name.replace("fcn", "FCN-")] = list(labels)
     fig = comparison_figure(
         list(denormalize(images, first.preprocess)),

@@ -11,6 +11,12 @@ Two reductions:
 - ``"mean"``: the average over the non-ignored pixels (torchvision's reference ``criterion``:
   ``cross_entropy(..., ignore_index=255)``); with class weights, the weighted average
   ``sum_i w[y_i] l_i / sum_i w[y_i]``.
+
+Online hard example mining (``ohem_thresh``; Shrivastava et al., CVPR 2016, per pixel as in
+mmsegmentation's ``OHEMPixelSampler``): only the pixels whose predicted probability of their
+true class is below ``ohem_thresh`` count, and at least the ``ohem_min_kept`` hardest of the
+batch, so the loss is not spent on the road and sky the net already labels right; the thin
+classes' pixels are the ones that stay.
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ class SegmentationLoss(nn.Module):
         reduction: ``"mean"`` or ``"sum"`` (see the module docstring).
         weight: optional per-class weights, length C.
         ignore_index: target value whose pixels do not count (255).
+        ohem_thresh: hard-pixel mining: count only pixels whose softmax probability of the
+            true class is below this (``None``: every pixel counts).
+        ohem_min_kept: with ``ohem_thresh``, at least this many of the batch's hardest pixels
+            count (all of them where fewer are labelled).
     """
 
     def __init__(
@@ -41,12 +51,20 @@ class SegmentationLoss(nn.Module):
         reduction: str = "mean",
         weight: Sequence[float] | torch.Tensor | None = None,
         ignore_index: int = 255,
+        ohem_thresh: float | None = None,
+        ohem_min_kept: int = 0,
     ) -> None:
         super().__init__()
         if reduction not in ("mean", "sum"):
             raise ValueError(f"loss reduction must be 'mean' or 'sum', got {reduction!r}")
+        if ohem_thresh is not None and not 0.0 < ohem_thresh <= 1.0:
+            raise ValueError(f"ohem_thresh must be in (0, 1], got {ohem_thresh}")
+        if ohem_min_kept < 0:
+            raise ValueError(f"ohem_min_kept must be >= 0, got {ohem_min_kept}")
         self.reduction = reduction
         self.ignore_index = int(ignore_index)
+        self.ohem_thresh = ohem_thresh
+        self.ohem_min_kept = int(ohem_min_kept)
         if weight is not None:
             weight = torch.as_tensor(weight, dtype=torch.float32)
             if weight.dim() != 1 or bool((weight < 0).any()):
@@ -61,6 +79,7 @@ class SegmentationLoss(nn.Module):
         # float32 for the log-softmax even under autocast: a sum over ~1e5 pixels in fp16
         # overflows.
         logits = logits.float()
+        target = self.hard_pixels(logits, target)
         if self.reduction == "mean":
             return F.cross_entropy(
                 logits, target, weight=self.weight, ignore_index=self.ignore_index
@@ -70,8 +89,28 @@ class SegmentationLoss(nn.Module):
         )
         return total / logits.shape[0]
 
+    def hard_pixels(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``target`` with the pixels OHEM leaves out set to ``ignore_index`` (``target``
+        itself without OHEM). Chosen without gradient, from the probabilities as they are."""
+        if self.ohem_thresh is None:
+            return target
+        with torch.no_grad():
+            valid = target != self.ignore_index
+            true_class = target.masked_fill(~valid, 0).unsqueeze(1)
+            prob = logits.float().softmax(1).gather(1, true_class).squeeze(1)
+            prob = prob.masked_fill(~valid, float("inf"))  # never kept
+            threshold = torch.tensor(self.ohem_thresh, dtype=prob.dtype, device=prob.device)
+            kept = min(self.ohem_min_kept, int(valid.sum()))
+            if kept > 0:  # the kept-th smallest probability: at least that many pixels stay
+                kth = prob.flatten().kthvalue(kept).values
+                threshold = torch.maximum(threshold, torch.nextafter(kth, kth + 1))
+            return target.masked_fill(valid & (prob >= threshold), self.ignore_index)
+
     def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}, ignore_index={self.ignore_index}"
+        ohem = "" if self.ohem_thresh is None else (
+            f", ohem_thresh={self.ohem_thresh}, ohem_min_kept={self.ohem_min_kept}"
+        )  # fmt: skip
+        return f"reduction={self.reduction!r}, ignore_index={self.ignore_index}{ohem}"
 
 
 # recipe name -> the power applied to the median-frequency weights
@@ -133,6 +172,8 @@ def build_loss(
     dataset=None,
     ignore_index: int = 255,
     seed: int = 0,
+    ohem_thresh: float | None = None,
+    ohem_min_kept: int = 0,
 ) -> SegmentationLoss:
     """The training criterion from the recipe keys ``train.loss_reduction`` and
     ``train.class_weights``.
@@ -144,6 +185,8 @@ def build_loss(
             :func:`median_frequency_weights`).
         num_classes: C, to check a weight list against (and required for ``median_freq``).
         dataset: the training set (only for ``median_freq``).
+        ohem_thresh, ohem_min_kept: hard-pixel mining (``train.ohem_thresh``,
+            ``train.ohem_min_kept``; see :class:`SegmentationLoss`).
 
     Raises:
         ValueError: an unknown reduction, a weight list of the wrong length, or
@@ -166,7 +209,7 @@ def build_loss(
         weight = [float(w) for w in class_weights]
         if num_classes is not None and len(weight) != num_classes:
             raise ValueError(f"class_weights has {len(weight)} values for {num_classes} classes")
-    return SegmentationLoss(reduction, weight, ignore_index)
+    return SegmentationLoss(reduction, weight, ignore_index, ohem_thresh, ohem_min_kept)
 
 
 def global_batch_loss(
@@ -185,6 +228,7 @@ def global_batch_loss(
         return criterion(logits, masks)
     if criterion.reduction == "sum":
         return criterion(logits, masks)
+    masks = criterion.hard_pixels(logits, masks)  # each rank mines its own shard (as mmseg)
     total = F.cross_entropy(
         logits.float(), masks, weight=criterion.weight, ignore_index=criterion.ignore_index,
         reduction="sum",

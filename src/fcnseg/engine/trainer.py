@@ -203,6 +203,8 @@ class Trainer:
             dataset=self.train_set if frequency_weights else None,
             ignore_index=self.train_set.ignore_index,
             seed=t.seed,
+            ohem_thresh=t.ohem_thresh,
+            ohem_min_kept=t.ohem_min_kept,
         ).to(self.device, dtype=self.dtype)
 
     def _build_model(self, init: bool) -> None:

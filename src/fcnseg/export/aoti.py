@@ -22,8 +22,11 @@ What a package is bound to, recorded in its metadata and checked:
 
 The package takes *normalised* float32 images ``(N, 3, H, W)`` (the model's ``preprocess``, in
 the metadata with the whole config) and returns float32 logits, as the ONNX and TorchScript
-exports do; inside, the maps are channels-last. fp32 only: a bf16 package is the same call on
-a model cast to bf16, left until it can be measured on a CPU with bf16 kernels.
+exports do; inside, the maps are channels-last. ``precision="bf16"`` (on a CPU with native
+bf16: AMX or AVX512-BF16) compiles the model as autocast runs it, bf16 convolutions on fp32
+master weights folded into bf16 constants, with the same float32 inputs and logits; its parity
+is judged by the argmax (bf16 keeps 8 significant bits, so no fixed logit tolerance holds),
+as the inference core's ``auto`` judges bf16.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import torch
 from torch import nn
 
 from fcnseg.accel.heap import retain_freed_memory
+from fcnseg.accel.precision import cpu_has_bf16, precision_autocast
 from fcnseg.export.formats import (
     ATOL,
     CONFIG_KEY,
@@ -67,14 +71,18 @@ class AotiError(ValueError):
 
 class _ChannelsLast(nn.Module):
     """Takes NCHW images of any layout; runs the model on channels-last maps (oneDNN's and
-    inductor's fast layout), so callers never meet the package's internal strides."""
+    inductor's fast layout), so callers never meet the package's internal strides. With
+    ``precision="bf16"`` the model runs under bf16 autocast and its logits come back float32."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, precision: str = "fp32") -> None:
         super().__init__()
         self.model = model.to(memory_format=torch.channels_last)
+        self.precision = precision
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images.contiguous(memory_format=torch.channels_last)).contiguous()
+        with precision_autocast(self.precision, "cpu"):
+            out = self.model(images.contiguous(memory_format=torch.channels_last))
+        return out.float().contiguous()
 
 
 @contextlib.contextmanager
@@ -124,26 +132,48 @@ def export_aoti(
     path: str | Path,
     example_size: tuple[int, int, int, int] = (1, 3, 360, 480),
     *,
-    atol: float = ATOL,
-    min_agreement: float = MIN_AGREEMENT,
+    precision: str = "fp32",
+    atol: float | None = None,
+    min_agreement: float | None = None,
 ) -> dict:
     """Compile ``model`` for ``example_size`` with AOTInductor and write the ``.pt2`` package.
 
     The weights are frozen into the package (inductor's ``freezing``); the package is then
-    loaded back with :class:`AotiModel` and checked against the PyTorch model on another
-    random input of the same size (:func:`fcnseg.export.check_parity`).
+    loaded back with :class:`AotiModel` and checked against the PyTorch model (in float32)
+    on another random input of the same size (:func:`fcnseg.export.check_parity`).
+
+    Args:
+        precision: ``"fp32"`` or ``"bf16"`` (a CPU with AMX or AVX512-BF16 only).
+        atol, min_agreement: the parity thresholds; default ``ATOL`` and ``MIN_AGREEMENT``
+            for fp32, and for bf16 no logit bound with the argmax agreeing on
+            ``AUTO_MIN_AGREEMENT`` (99 %) of the pixels, the inference core's bf16 rule.
 
     Returns:
-        A report: ``format`` (``"aoti"``), ``path``, ``example_size``, ``isa``, ``threads``,
-        ``compile_s``, ``bytes``, ``preprocess``, ``dynamic_shapes`` (False) and ``parity``.
+        A report: ``format`` (``"aoti"``), ``path``, ``example_size``, ``precision``,
+        ``isa``, ``threads``, ``compile_s``, ``bytes``, ``preprocess``, ``dynamic_shapes``
+        (False) and ``parity``.
 
     Raises:
         ExportParityError: the package's logits differ from PyTorch's beyond the thresholds.
-        AotiError: no C++ compiler here.
-        ValueError: a bad example size.
+        AotiError: no C++ compiler here, or bf16 asked for on a CPU without native bf16.
+        ValueError: a bad example size or precision.
     """
     if not compiler_available():
         raise AotiError("AOTInductor export needs a C++ compiler (g++ or clang++) on this machine")
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16' for a package, got {precision!r}")
+    if precision == "bf16" and not cpu_has_bf16():
+        raise AotiError(
+            "a bf16 package needs a CPU with native bf16 (AMX or AVX512-BF16); this one has "
+            "none: export precision fp32"
+        )
+    if precision == "bf16":
+        from fcnseg.inference.core import AUTO_MIN_AGREEMENT
+
+        atol = float("inf") if atol is None else atol
+        min_agreement = AUTO_MIN_AGREEMENT if min_agreement is None else min_agreement
+    atol = ATOL if atol is None else atol
+    min_agreement = MIN_AGREEMENT if min_agreement is None else min_agreement
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = _cpu_copy(model)
@@ -153,6 +183,7 @@ def export_aoti(
         AOTI_KEY: json.dumps(
             {
                 "size": list(example_size),
+                "precision": precision,
                 "isa": inductor_isa(),
                 "threads": torch.get_num_threads(),
                 "torch": torch.__version__,
@@ -162,7 +193,9 @@ def export_aoti(
     }
     start = time.perf_counter()
     with torch.no_grad(), tempfile.TemporaryDirectory() as tmp, _quiet_torch_logs():
-        program = torch.export.export(_ChannelsLast(net), (_example(example_size, seed=1),))
+        program = torch.export.export(
+            _ChannelsLast(net, precision), (_example(example_size, seed=1),)
+        )
         built = torch._inductor.aoti_compile_and_package(
             program,
             package_path=str(Path(tmp) / "model.pt2"),
@@ -176,6 +209,7 @@ def export_aoti(
         "format": "aoti",
         "path": str(path),
         "example_size": list(example_size),
+        "precision": loaded.precision,
         "isa": loaded.isa,
         "threads": loaded.threads,
         "compile_s": round(compile_s, 1),
@@ -193,7 +227,8 @@ class AotiModel(ExportedModel):
 
     ``images``: normalised float32 ``(N, 3, H, W)`` of the package's size (``m.size``), any
     memory layout; another size is refused in one line. Attributes: ``config`` (the model's,
-    so ``preprocess``, ``num_classes``, ``class_names``), ``size``, ``isa``, ``threads``.
+    so ``preprocess``, ``num_classes``, ``class_names``), ``size``, ``precision``, ``isa``,
+    ``threads``.
 
     Loading calls :func:`fcnseg.accel.heap.retain_freed_memory` (process-wide): the package
     allocates its buffers on every call, and glibc would otherwise often hand them back to the
@@ -223,6 +258,7 @@ class AotiModel(ExportedModel):
         self.config: dict = json.loads(meta.get(CONFIG_KEY, "{}"))
         self.num_classes = int(self.config.get("num_classes", 0))
         self.size: tuple[int, ...] = tuple(info["size"])
+        self.precision: str = info.get("precision", "fp32")
         self.isa: str = info["isa"]
         self.threads: int = int(info["threads"])
         if info.get("machine") != platform.machine():

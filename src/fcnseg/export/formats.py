@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fcnseg.metrics import class_labels
+
 __all__ = [
     "ExportParityError",
     "ExportedModel",
@@ -139,7 +141,7 @@ def check_parity(
         }
     else:
         diff = float((got - expected).abs().max())
-        agreement = float((got.argmax(1) == expected.argmax(1)).float().mean())
+        agreement = float((class_labels(got) == class_labels(expected)).float().mean())
         report = {
             "size": list(size),
             "max_abs_diff": diff,
@@ -351,7 +353,8 @@ def format_report(report: dict) -> str:
         lines.append("  ops: " + ", ".join(f"{k} {v}" for k, v in report["ops"].items()))
     if report.get("isa"):
         lines.append(
-            f"  compiled in {report['compile_s']} s for the {report['isa']!r} vector ISA, "
+            f"  compiled in {report['compile_s']} s, {report.get('precision', 'fp32')}, for the "
+            f"{report['isa']!r} vector ISA, "
             f"{report['threads']} threads ({report['bytes'] / 2**20:.1f} MiB)"
         )
     if "dynamic_shapes" in report:

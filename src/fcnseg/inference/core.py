@@ -25,6 +25,7 @@ from fcnseg.data.transforms import Normalize
 from fcnseg.inference.sliding import _pair, _Tiled
 from fcnseg.inference.tta import parse_tta, tta_logits
 from fcnseg.io.devices import resolve_device
+from fcnseg.metrics import class_labels
 
 __all__ = ["AUTO_MIN_AGREEMENT", "Predictor"]
 
@@ -137,7 +138,7 @@ class Predictor:
                     torch.cuda.synchronize(self.device)
                 runs.append(time.perf_counter() - started)
             timings[name] = min(runs[1:]) * 1e3
-            labels[name] = out.float().argmax(1)
+            labels[name] = class_labels(out.float())
         agreement = float((labels["fp32"] == labels[low]).float().mean())
         keep = low if timings[low] < timings["fp32"] and agreement >= AUTO_MIN_AGREEMENT else "fp32"
         self.choice = {"ms": timings, "argmax_agreement": agreement, "chosen": keep}
@@ -179,7 +180,7 @@ class Predictor:
 
     def labels(self, images: torch.Tensor, normalized: bool = False) -> torch.Tensor:
         """int64 label maps ``(N, H, W)``: the argmax of :meth:`logits`."""
-        return self.logits(images, normalized).argmax(1)
+        return class_labels(self.logits(images, normalized))
 
     def close(self) -> None:
         """Give the model back its training flag (and contiguous memory format)."""

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from fcnseg.inference.core import Predictor
 from fcnseg.inference.inputs import _as_items, _collate, _image_size, _ImageList, _same_size_batches
 from fcnseg.io.devices import resolve_device
+from fcnseg.metrics import class_labels
 
 __all__ = ["Prediction", "iter_predict", "predict", "predict_logits"]
 
@@ -72,7 +73,7 @@ def iter_predict(
                 raise loaded
             indices, batch = loaded
             logits = predictor.logits(batch)
-            labels = logits.argmax(1).cpu()
+            labels = class_labels(logits).cpu()
             logits = logits.cpu() if return_logits else None
             rgb = _as_uint8(batch)
             for k, index in enumerate(indices):
