@@ -25,7 +25,7 @@ from fcnseg.accel.precision import cpu_isa
 from fcnseg.data import build_dataset, build_transforms
 from fcnseg.engine.checkpoint import load_model, read_checkpoint
 from fcnseg.inference import Predictor
-from fcnseg.metrics import ConfusionMatrix
+from fcnseg.metrics import ConfusionMatrix, class_labels
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +101,7 @@ class _PackageLabels:
         self.package = package
 
     def labels(self, images: torch.Tensor, normalized: bool = True) -> torch.Tensor:
-        return self.package(images).argmax(1)
+        return class_labels(self.package(images))
 
 
 if __name__ == "__main__":

@@ -166,7 +166,7 @@ class SegmentationDataset(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         image, mask, _ = self._load_decoded(index % len(self))
-        # uint8 masks stay uint8 through the geometry (a quarter of the bytes to resample);
+        # uint8 masks stay uint8 through the geometry (an eighth of int64's bytes to resample);
         # the transforms return int64
         if mask.dtype == torch.uint8 and not 0 <= self.ignore_index <= 255:
             mask = mask.to(torch.int64)  # padding writes ignore_index, which uint8 cannot hold

@@ -226,8 +226,8 @@ class RandomScaleCrop(v2.Transform):
         super().__init__()
         self.scale = RandomScale(scale_range, base_size=base_size)
         self.crop_size = _pair(crop_size)
-        self.fill = {tv_tensors.Image: 0, tv_tensors.Mask: fill_mask}
-        self._pad_crop = v2.RandomCrop(self.crop_size, pad_if_needed=True, fill=self.fill)
+        fill = {tv_tensors.Image: 0, tv_tensors.Mask: fill_mask}
+        self._pad_crop = v2.RandomCrop(self.crop_size, pad_if_needed=True, fill=fill)
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         h, w = next(

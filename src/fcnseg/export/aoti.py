@@ -57,12 +57,17 @@ from fcnseg.export.formats import (
     _example,
     check_parity,
 )
+from fcnseg.inference.core import AUTO_MIN_AGREEMENT
 
 __all__ = [
     "AOTI_KEY", "AotiError", "AotiModel", "compiler_available", "export_aoti", "inductor_isa",
 ]  # fmt: skip
 
-AOTI_KEY = "fcnseg_aoti"  # metadata: size, ISA, threads, torch version, machine
+AOTI_KEY = "fcnseg_aoti"  # metadata: size, precision, ISA, threads, torch version, machine
+
+# the parity rule of each precision a package can have: (max |logit diff|, min argmax
+# agreement); bf16 is judged by its labels alone, as the inference core's ``auto`` judges it
+_PARITY = {"fp32": (ATOL, MIN_AGREEMENT), "bf16": (float("inf"), AUTO_MIN_AGREEMENT)}
 
 
 class AotiError(ValueError):
@@ -160,20 +165,16 @@ def export_aoti(
     """
     if not compiler_available():
         raise AotiError("AOTInductor export needs a C++ compiler (g++ or clang++) on this machine")
-    if precision not in ("fp32", "bf16"):
+    if precision not in _PARITY:
         raise ValueError(f"precision must be 'fp32' or 'bf16' for a package, got {precision!r}")
     if precision == "bf16" and not cpu_has_bf16():
         raise AotiError(
             "a bf16 package needs a CPU with native bf16 (AMX or AVX512-BF16); this one has "
             "none: export precision fp32"
         )
-    if precision == "bf16":
-        from fcnseg.inference.core import AUTO_MIN_AGREEMENT
-
-        atol = float("inf") if atol is None else atol
-        min_agreement = AUTO_MIN_AGREEMENT if min_agreement is None else min_agreement
-    atol = ATOL if atol is None else atol
-    min_agreement = MIN_AGREEMENT if min_agreement is None else min_agreement
+    default_atol, default_agreement = _PARITY[precision]
+    atol = default_atol if atol is None else atol
+    min_agreement = default_agreement if min_agreement is None else min_agreement
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = _cpu_copy(model)
