@@ -17,7 +17,8 @@ Run (one at a time: a budget in minutes needs the cores to itself):
         --minutes 10 --set train.class_weights=null --set model.context=global
 
 A staged recipe (``configs/camvid_staged_lite0.yaml``) runs the same way: it is scored on its
-last stage's checkpoint, and its stages keep their own minutes.
+last stage's checkpoint, and ``--minutes`` is its total, shared by the stages in the
+proportions the recipe gives them.
 
 It appends one JSON line per variant to ``runs/camvid_heldout/results.jsonl`` and prints the
 row; ``--table`` prints the markdown tables of every line there (for benchmarks/camvid.md).
@@ -70,8 +71,8 @@ def run_variant(
     started = time.time()
     train_args = ["train", "--config", config, "--set", f"data.root={data_root}"]
     train_args += ["--set", f"data.options={{exclude_sequences: [{held_out}]}}"]
-    train_args += ["--set", f"train.max_minutes={minutes}", "--set", f"out={out}"]
-    for s in sets:
+    train_args += ["--set", f"out={out}"]
+    for s in [*budget_overrides(config, sets, minutes), *sets]:
         train_args += ["--set", s]
     _fcnseg(*train_args, "--no-progress")
     trained_s = time.time() - started
@@ -99,6 +100,20 @@ def run_variant(
     with open(ROOT / "results.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
     return row
+
+
+def budget_overrides(config: str, sets: list[str], minutes: float) -> list[str]:
+    """``--set`` items giving the recipe ``minutes`` of training in all: ``train.max_minutes``
+    for a one-stage recipe; for a staged one, each stage its share of ``minutes`` in the
+    proportions of the stages' own ``train.max_minutes`` (a top-level value would give
+    every stage the whole budget)."""
+    stages = stage_configs(load_config(config, sets))
+    if len(stages) == 1 and stages[0][0] == "main":
+        return [f"train.max_minutes={minutes}"]
+    own = [stage.train.max_minutes for _, stage in stages]
+    if any(m is None for m in own):
+        raise SystemExit(f"{config}: every stage needs train.max_minutes to share --minutes")
+    return [f"stages.{i}.train.max_minutes={minutes * m / sum(own):.4g}" for i, m in enumerate(own)]
 
 
 def stage_folders(config: str, overrides: list[str]) -> list[Path]:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from benchmarks import camvid_heldout
+from fcnseg.config import load_config, stage_configs
 
 
 def _scores(mean_iou: float) -> dict:
@@ -56,3 +57,16 @@ def test_a_staged_recipe_is_scored_on_its_last_stage_and_a_plain_one_on_its_out(
         str(CONFIGS / "camvid_fcn8s_lite0.yaml"), [f"out={tmp_path / 'P'}"]
     )
     assert plain == [tmp_path / "P"]
+
+
+def test_the_minutes_are_the_whole_budget_shared_by_a_staged_recipe_s_stages():
+    staged = str(CONFIGS / "camvid_staged_lite0.yaml")  # its stages: 7, 6 and 7 minutes
+    sets = camvid_heldout.budget_overrides(staged, ["out=runs/x"], 10.0)
+    assert sets == [f"stages.{i}.train.max_minutes={m}" for i, m in enumerate((3.5, 3, 3.5))]
+    minutes = [
+        stage.train.max_minutes
+        for _, stage in stage_configs(load_config(staged, ["train.max_minutes=20", *sets]))
+    ]
+    assert minutes == [3.5, 3.0, 3.5]  # not 20 each, as a top-level value alone gives
+    plain = str(CONFIGS / "camvid_fcn8s_lite0.yaml")
+    assert camvid_heldout.budget_overrides(plain, [], 10.0) == ["train.max_minutes=10.0"]

@@ -250,3 +250,31 @@ def test_camvid_recipes_budget_wall_time_not_steps(recipe):
     # a step budget tuned on one CPU ends undecayed (slower CPU) or early (faster one)
     t = load_config(recipe).train
     assert t.max_steps is None and t.max_minutes == 20.0 and t.schedule in ("poly", "cosine")
+
+
+def test_a_stage_may_change_the_crop_and_the_evaluation_and_the_command_line_still_wins(tmp_path):
+    # e.g. most of the budget on small crops, then a short stage on whole images
+    d = {
+        "data": {"crop_size": [176, 240], "batch_size": 8},
+        "eval": {"tta": [0.75, 1.0, "flip"]},
+        "out": "runs/p",
+        "stages": [
+            {"name": "crops"},
+            {
+                "name": "whole",
+                "model": {"init_from": "previous"},
+                "data": {"crop_size": [360, 480], "batch_size": 2},
+                "eval": {"tta": None},
+            },
+        ],
+    }
+    stages = stage_configs(config_from_dict(d))
+    assert [c.data.crop_size for _, c in stages] == [[176, 240], [360, 480]]
+    assert [c.data.batch_size for _, c in stages] == [8, 2]
+    assert [c.eval.tta for _, c in stages] == [[0.75, 1.0, "flip"], None]
+    with pytest.raises(ConfigError, match=r"unknown key .stages\[1\]\.data\.crop."):
+        config_from_dict({**d, "stages": [{"name": "a"}, {"name": "b", "data": {"crop": 1}}]})
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(d))
+    cfg = load_config(path, ["data.batch_size=4"])
+    assert [c.data.batch_size for _, c in stage_configs(cfg)] == [4, 4]

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 import fcnseg
-from fcnseg.config import config_to_dict, load_config
+from fcnseg.config import config_to_dict, load_config, stage_configs
 from fcnseg.models import build_model_from_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -22,6 +22,18 @@ def test_exactly_one_fcn8s_camvid_recipe_and_it_is_transferred_from_imagenet():
     assert (m.backbone, m.weights_backbone) == ("efficientnet_lite0", "DEFAULT")
 
 
+def test_the_fcn8s_recipe_spends_its_budget_on_crops_then_on_whole_images():
+    cfg = load_config(CONFIGS / "camvid_fcn8s_lite0.yaml", ["out=runs/r"])
+    (_, crops), (_, whole) = stage_configs(cfg)
+    assert crops.train.max_minutes + whole.train.max_minutes == cfg.train.max_minutes == 20
+    assert whole.model.init_from == "runs/r/crops/best.pt"
+    assert whole.data.crop_size == [360, 480] and whole.data.scale_range == [1.0, 1.0]
+    # the same pixels a step: the whole-image stage costs what a crop step costs
+    area = [c.data.batch_size * c.data.crop_size[0] * c.data.crop_size[1] for c in (crops, whole)]
+    assert abs(area[1] / area[0] - 1) < 0.05
+    assert whole.eval.tta == cfg.eval.tta  # the recipe's result is scored as the recipe says
+
+
 def test_the_ladder_and_the_realtime_model_share_the_fcn8s_training():
     base = config_to_dict(load_config(CONFIGS / "camvid_fcn8s_lite0.yaml"))
     for name, arch in [("camvid_fcn32s_lite0", "fcn32s"), ("camvid_fcn16s_lite0", "fcn16s")]:
@@ -29,8 +41,10 @@ def test_the_ladder_and_the_realtime_model_share_the_fcn8s_training():
         assert d["model"]["arch"] == arch and d["out"] == f"runs/{name}"
         assert {**d["model"], "arch": "fcn8s"} == base["model"]
         assert (d["data"], d["train"], d["eval"]) == (base["data"], base["train"], base["eval"])
+        assert d["stages"] == base["stages"]  # crops, then whole images
     rt = config_to_dict(load_config(CONFIGS / "camvid_realtime.yaml"))
     assert (rt["model"], rt["data"], rt["train"]) == (base["model"], base["data"], base["train"])
+    assert rt["stages"] == base["stages"]
     assert rt["eval"]["tta"] is None  # the quality of the model as it runs: one full-size pass
     staged = load_config(CONFIGS / "camvid_staged_lite0.yaml")
     assert [s.model["arch"] for s in staged.stages] == ["fcn32s", "fcn16s", "fcn8s"]

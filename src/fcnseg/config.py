@@ -22,9 +22,10 @@ the run folder it names. The rule:
   ``\\``, ``.`` or ``..``).
 
 Staged training (the paper's FCN-32s -> 16s -> 8s recipe) is a list of ``stages``, each
-a partial override of ``model`` and ``train``; :func:`stage_configs` resolves them into
-one full :class:`Config` per stage. ``model.init_from: previous`` in a stage means "start
-from the previous stage's ``best.pt``".
+a partial override of ``model``, ``data``, ``train`` and ``eval`` (a stage may change the
+crop, the batch or the evaluation as well as the head and the schedule); :func:`stage_configs`
+resolves them into one full :class:`Config` per stage. ``model.init_from: previous`` in a
+stage means "start from the previous stage's ``best.pt``".
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ __all__ = [
 
 #: ``model.init_from`` value in a stage: initialise from the previous stage's best.pt.
 PREVIOUS = "previous"
+_STAGE_SECTIONS = ("model", "data", "train", "eval")  # what a stage may override
 
 
 #: the precisions of the one precision policy (:mod:`fcnseg.accel.precision` reads them here, so a
@@ -157,11 +159,13 @@ class EvalConfig:
 
 @dataclass
 class StageConfig:
-    """One stage of a staged recipe: partial overrides of the top-level model/train."""
+    """One stage of a staged recipe: partial overrides of the top-level model/data/train/eval."""
 
     name: str
     model: dict = field(default_factory=dict, metadata={"partial": ModelConfig})
+    data: dict = field(default_factory=dict, metadata={"partial": DataConfig})
     train: dict = field(default_factory=dict, metadata={"partial": TrainConfig})
+    eval: dict = field(default_factory=dict, metadata={"partial": EvalConfig})
 
 
 @dataclass
@@ -384,9 +388,9 @@ def apply_overrides(d: dict, overrides: list[str] | tuple[str, ...] = ()) -> dic
             raise ConfigError(f"{key}: cannot parse value {raw!r}: {e}") from None
         *parents, last = key.split(".")
         _set_key(d, key, parents, last, value)
-        # The command line wins over the recipe file: a top-level model/train value also
+        # The command line wins over the recipe file: a top-level section's value also
         # replaces the value a stage sets for the same key.
-        if len(parents) == 1 and parents[0] in ("model", "train"):
+        if len(parents) == 1 and parents[0] in _STAGE_SECTIONS:
             stages = d.get("stages") if isinstance(d.get("stages"), list) else []
             for stage in stages:
                 section = stage.get(parents[0]) if isinstance(stage, dict) else None
@@ -468,8 +472,9 @@ def stage_configs(cfg: Config) -> list[tuple[str, Config]]:
     """Resolve a staged recipe into ``[(stage_name, Config), ...]``.
 
     Without ``stages``: ``[("main", cfg)]``. Otherwise each stage starts from the top-level
-    recipe, applies its ``model``/``train`` overrides, writes to ``<out>/<stage name>``,
-    and ``model.init_from: previous`` becomes the previous stage's ``<out>/best.pt``.
+    recipe, applies its ``model``/``data``/``train``/``eval`` overrides, writes to
+    ``<out>/<stage name>``, and ``model.init_from: previous`` becomes the previous stage's
+    ``<out>/best.pt``.
     The resolved configs have ``stages = None``.
     """
     if not cfg.stages:
@@ -480,8 +485,8 @@ def stage_configs(cfg: Config) -> list[tuple[str, Config]]:
     previous_out: str | None = None
     for i, stage in enumerate(cfg.stages):
         d = copy.deepcopy(base)
-        d["model"].update(stage.model)
-        d["train"].update(stage.train)
+        for section in _STAGE_SECTIONS:
+            d[section].update(getattr(stage, section))
         d["out"] = str(Path(cfg.out) / stage.name)
         if d["model"]["init_from"] == PREVIOUS:
             if previous_out is None:

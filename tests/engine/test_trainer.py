@@ -2,6 +2,7 @@ import hashlib
 import importlib.util
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -154,3 +155,27 @@ def test_a_run_stopped_by_max_minutes_ends_with_a_decayed_rate_and_logs_it(tiny_
     train_events = [e for e in events if e["event"] == "train"]
     # the last (partial) logging window is written although no log_every boundary was met
     assert train_events and train_events[-1]["step"] == summary["step"]
+
+
+def test_a_staged_recipe_trains_each_stage_on_its_own_data_and_leaves_its_result_at_out(
+    tiny_cfg,
+):
+    # crops first, then whole images at another batch: the shape of a fine-tuning stage
+    cfg = tiny_cfg(
+        "train.max_steps=2",
+        "stages=[{name: crops, data: {crop_size: [32, 32]}},"
+        " {name: whole, model: {init_from: previous}, data: {batch_size: 1}}]",
+    )
+    train(cfg, progress=False)
+    out = tiny_cfg().out
+    crops, whole = (read_checkpoint(f"{out}/{name}/best.pt") for name in ("crops", "whole"))
+    assert crops["train_config"]["data"]["crop_size"] == [32, 32]
+    assert whole["train_config"]["data"]["crop_size"] == [64, 64]
+    assert whole["train_config"]["data"]["batch_size"] == 1
+    final = read_checkpoint(f"{out}/best.pt")
+    for key, value in whole["model"].items():
+        assert torch.equal(final["model"][key], value), key
+    events = [json.loads(line) for line in open(f"{out}/metrics.jsonl")]
+    assert {e["stage"] for e in events} == {"crops", "whole"}
+    assert [e["step"] for e in events if e["event"] == "train" and e["stage"] == "whole"] == [1, 2]
+    assert not any(k.endswith(".tmp") for k in map(str, Path(out).iterdir()))

@@ -3,20 +3,24 @@
 ``metrics.jsonl`` (one JSON object per event), ``metrics.csv`` (the same, one row per event)
 and TensorBoard events under ``tb/`` (when ``torch.utils.tensorboard`` imports), written by
 :class:`MetricsLog` on the main process only; :class:`TrainWindow` averages the loss and the
-throughput between two ``train`` records; :func:`write_curves` draws ``curves.png``.
+throughput between two ``train`` records; :func:`write_curves` draws ``curves.png``;
+:func:`join_stage_logs` writes a staged run's stages as one ``metrics.jsonl``.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 import warnings
 from pathlib import Path
 
 from fcnseg.engine.evaluation import json_safe
 
-__all__ = ["CSV_COLUMNS", "EVAL_KEYS", "MetricsLog", "TrainWindow", "write_curves"]
+__all__ = [
+    "CSV_COLUMNS", "EVAL_KEYS", "MetricsLog", "TrainWindow", "join_stage_logs", "write_curves",
+]  # fmt: skip
 
 EVAL_KEYS = ("pixel_acc", "mean_acc", "mean_iou", "fw_iou", "boundary_iou")
 CSV_COLUMNS = ("event", "step", "epoch", "time_s", "loss", "lr", "images_per_s", *EVAL_KEYS)
@@ -100,3 +104,21 @@ def write_curves(runs: dict[str, Path] | Path, out_dir: str | Path) -> Path | No
     except (OSError, ValueError) as e:  # a full disk or an empty log must not fail the run
         warnings.warn(f"{out_dir}/curves.png not written: {e}", stacklevel=2)
     return None
+
+
+def join_stage_logs(runs: dict[str, Path], out_dir: str | Path) -> Path:
+    """``<out_dir>/metrics.jsonl``: the stages' ``metrics.jsonl`` one after the other, each
+    event with its ``stage`` name (steps count from 0 again in each stage), so a staged run's
+    folder has the log where a one-stage run has it. Written atomically."""
+    path = Path(out_dir) / "metrics.jsonl"
+    partial = path.with_name(".metrics.jsonl.tmp")
+    with open(partial, "w") as f:
+        for name, folder in runs.items():
+            log = Path(folder) / "metrics.jsonl"
+            if not log.is_file():
+                continue
+            for line in log.read_text().splitlines():
+                if line.strip():
+                    f.write(json.dumps({**json.loads(line), "stage": name}) + "\n")
+    os.replace(partial, path)
+    return path

@@ -4,13 +4,15 @@ one stage."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from fcnseg.config import Config, stage_configs
 from fcnseg.engine.checkpoint import read_checkpoint
 from fcnseg.engine.distributed import is_main_process
-from fcnseg.engine.run_log import write_curves
+from fcnseg.engine.run_log import join_stage_logs, write_curves
 from fcnseg.engine.trainer import Trainer
 
 __all__ = ["stage_finished", "train", "train_staged"]
@@ -28,7 +30,9 @@ def train_staged(
     Runs :func:`~fcnseg.config.stage_configs` in order, each stage writing to
     ``<out>/<stage name>`` and initialised (``model.init_from``) from the previous stage's
     ``best.pt`` through :func:`~fcnseg.models.transfer_weights`; ``<out>/curves.png`` then
-    shows the stages' learning curves one after the other. With ``resume``, finished
+    shows the stages' learning curves one after the other, ``<out>/metrics.jsonl`` holds
+    their logs (each event with its ``stage``) and ``<out>/best.pt`` is the last stage's:
+    where a one-stage recipe leaves them. With ``resume``, finished
     stages (``last.pt`` at their step budget) are skipped and the interrupted one resumes.
     A recipe without stages is trained as one stage named ``main``.
     """
@@ -43,10 +47,23 @@ def train_staged(
             stage_cfg, resume=stage_resume, progress=progress, callbacks=callbacks
         ).fit()
         summaries[name] = summary
-    if is_main_process() and cfg.stages:  # the stages one after the other, in one picture
-        runs = {name: Path(stage_cfg.out) for name, stage_cfg in stage_configs(cfg)}
-        write_curves({k: v for k, v in runs.items() if (v / "metrics.jsonl").is_file()}, cfg.out)
+    if is_main_process() and cfg.stages:
+        _leave_result(cfg, Path(summary["out"]))
     return {**summary, "stages": summaries}
+
+
+def _leave_result(cfg: Config, last_stage: Path) -> None:
+    """What a one-stage run leaves in ``<out>``, for the staged run as a whole: the stages'
+    curves one after the other, their logs as one ``metrics.jsonl``, the last ``best.pt``."""
+    runs = {name: Path(stage_cfg.out) for name, stage_cfg in stage_configs(cfg)}
+    logged = {k: v for k, v in runs.items() if (v / "metrics.jsonl").is_file()}
+    write_curves(logged, cfg.out)
+    join_stage_logs(logged, cfg.out)
+    final = last_stage / "best.pt"
+    if final.is_file():
+        partial = Path(cfg.out) / ".best.pt.tmp"
+        shutil.copyfile(final, partial)
+        os.replace(partial, Path(cfg.out) / "best.pt")
 
 
 def stage_finished(cfg: Config) -> bool:
