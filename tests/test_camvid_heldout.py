@@ -53,8 +53,12 @@ def test_a_staged_recipe_is_scored_on_its_last_stage_and_a_plain_one_on_its_out(
         str(CONFIGS / "camvid_staged_lite0.yaml"), [f"out={tmp_path / 'S'}"]
     )
     assert staged == [tmp_path / "S" / name for name in ("fcn32s", "fcn16s", "fcn8s")]
+    two = camvid_heldout.stage_folders(
+        str(CONFIGS / "camvid_fcn8s_lite0.yaml"), [f"out={tmp_path / 'T'}"]
+    )
+    assert two == [tmp_path / "T" / "crops", tmp_path / "T" / "whole"]
     plain = camvid_heldout.stage_folders(
-        str(CONFIGS / "camvid_fcn8s_lite0.yaml"), [f"out={tmp_path / 'P'}"]
+        str(CONFIGS / "scratch" / "camvid_fcn8s_resnet18.yaml"), [f"out={tmp_path / 'P'}"]
     )
     assert plain == [tmp_path / "P"]
 
@@ -68,5 +72,9 @@ def test_the_minutes_are_the_whole_budget_shared_by_a_staged_recipe_s_stages():
         for _, stage in stage_configs(load_config(staged, ["train.max_minutes=20", *sets]))
     ]
     assert minutes == [3.5, 3.0, 3.5]  # not 20 each, as a top-level value alone gives
-    plain = str(CONFIGS / "camvid_fcn8s_lite0.yaml")
-    assert camvid_heldout.budget_overrides(plain, [], 10.0) == ["train.max_minutes=10.0"]
+    two = str(CONFIGS / "camvid_fcn8s_lite0.yaml")  # crops 16, whole 4
+    assert camvid_heldout.budget_overrides(two, [], 10.0) == [
+        "stages.0.train.max_minutes=8", "stages.1.train.max_minutes=2",
+    ]  # fmt: skip
+    one = ["stages=null"]  # the same recipe in one stage
+    assert camvid_heldout.budget_overrides(two, one, 10.0) == ["train.max_minutes=10.0"]

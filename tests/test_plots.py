@@ -94,3 +94,18 @@ def test_without_matplotlib_plot_fails_in_one_line(tmp_path, monkeypatch, capsys
     assert main(["plot", str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install" in err[0]
+
+
+def test_a_staged_run_is_plotted_stage_by_stage_not_from_its_joined_log(tmp_path):
+    from fcnseg.engine.run_log import join_stage_logs
+
+    staged = tmp_path / "staged"
+    crops = _write_log(staged / "crops", [5, 10], 0.4, torn=True)
+    whole = _write_log(staged / "whole", [5], 0.5)
+    joined = join_stage_logs({"crops": crops, "whole": whole}, staged)
+    events = [json.loads(line) for line in joined.read_text().splitlines()]
+    assert [(e["stage"], e["step"]) for e in events if e["event"] == "train"] == [
+        ("crops", 5), ("crops", 10), ("whole", 5),
+    ]  # fmt: skip
+    assert find_runs(staged) == {"crops": crops, "whole": whole}
+    assert find_runs(crops) == {"crops": crops}

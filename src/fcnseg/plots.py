@@ -82,17 +82,18 @@ def read_run_log(run_dir: str | Path) -> dict[str, list[dict]]:
 def find_runs(run_dir: str | Path) -> dict[str, Path]:
     """The run directories under ``run_dir``, by name, in training order.
 
-    ``run_dir`` itself when it holds ``metrics.jsonl``; else its sub-folders that do (the
-    stages of a staged run), ordered by when each started (its ``config.yaml``, written as a
-    run starts, else its log).
+    Its sub-folders that hold ``metrics.jsonl`` (the stages of a staged run, whose joined log
+    ``run_dir/metrics.jsonl`` restarts its steps at each stage), ordered by when each
+    started (its ``config.yaml``, written as a run starts, else its log); else ``run_dir``
+    itself when it holds ``metrics.jsonl``.
 
     Raises:
         FileNotFoundError: neither ``run_dir`` nor any sub-folder holds ``metrics.jsonl``.
     """
     run_dir = Path(run_dir)
-    if (run_dir / "metrics.jsonl").is_file():
-        return {run_dir.resolve().name: run_dir}
     subs = sorted(p.parent for p in run_dir.glob("*/metrics.jsonl")) if run_dir.is_dir() else []
+    if not subs and (run_dir / "metrics.jsonl").is_file():
+        return {run_dir.resolve().name: run_dir}
     if not subs:
         raise FileNotFoundError(f"{run_dir}: no metrics.jsonl in it or in its sub-folders")
 

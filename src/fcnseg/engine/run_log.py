@@ -118,7 +118,10 @@ def join_stage_logs(runs: dict[str, Path], out_dir: str | Path) -> Path:
             if not log.is_file():
                 continue
             for line in log.read_text().splitlines():
-                if line.strip():
-                    f.write(json.dumps({**json.loads(line), "stage": name}) + "\n")
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:  # blank, or cut short by a kill before a resume
+                    continue
+                f.write(json.dumps({**event, "stage": name}) + "\n")
     os.replace(partial, path)
     return path
