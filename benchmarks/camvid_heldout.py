@@ -107,10 +107,10 @@ def budget_overrides(config: str, sets: list[str], minutes: float) -> list[str]:
     for a one-stage recipe; for a staged one, each stage its share of ``minutes`` in the
     proportions of the stages' own ``train.max_minutes`` (a top-level value would give
     every stage the whole budget)."""
-    stages = stage_configs(load_config(config, sets))
-    if len(stages) == 1 and stages[0][0] == "main":
+    cfg = load_config(config, sets)
+    if not cfg.stages:
         return [f"train.max_minutes={minutes}"]
-    own = [stage.train.max_minutes for _, stage in stages]
+    own = [stage.train.max_minutes for _, stage in stage_configs(cfg)]
     if any(m is None for m in own):
         raise SystemExit(f"{config}: every stage needs train.max_minutes to share --minutes")
     return [f"stages.{i}.train.max_minutes={minutes * m / sum(own):.4g}" for i, m in enumerate(own)]

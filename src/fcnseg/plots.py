@@ -24,6 +24,7 @@ __all__ = [
     "find_runs",
     "iou_bar_chart",
     "learning_curves",
+    "read_events",
     "read_run_log",
     "require_matplotlib",
 ]
@@ -69,14 +70,24 @@ def read_run_log(run_dir: str | Path) -> dict[str, list[dict]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (is {run_dir} a training run folder?)")
     events: dict[str, list[dict]] = {"train": [], "eval": []}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a run killed mid-write leaves a partial line
-            continue
-        if isinstance(record, dict) and record.get("event") in events:
+    for record in read_events(path):
+        if record.get("event") in events:
             events[record["event"]].append(record)
     return events
+
+
+def read_events(path: str | Path) -> list[dict]:
+    """Every event of a ``metrics.jsonl`` file, in file order; a blank line, or a partial
+    one (a run killed mid-write, then resumed), is skipped."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def find_runs(run_dir: str | Path) -> dict[str, Path]:

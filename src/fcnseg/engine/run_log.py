@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 from fcnseg.engine.evaluation import json_safe
+from fcnseg.plots import read_events
 
 __all__ = [
     "CSV_COLUMNS", "EVAL_KEYS", "MetricsLog", "TrainWindow", "join_stage_logs", "write_curves",
@@ -107,21 +108,14 @@ def write_curves(runs: dict[str, Path] | Path, out_dir: str | Path) -> Path | No
 
 
 def join_stage_logs(runs: dict[str, Path], out_dir: str | Path) -> Path:
-    """``<out_dir>/metrics.jsonl``: the stages' ``metrics.jsonl`` one after the other, each
-    event with its ``stage`` name (steps count from 0 again in each stage), so a staged run's
-    folder has the log where a one-stage run has it. Written atomically."""
+    """``<out_dir>/metrics.jsonl``: the stages' ``metrics.jsonl`` (each must exist) one after
+    the other, each event with its ``stage`` name (steps count from 0 again in each stage),
+    so a staged run's folder has the log where a one-stage run has it. Written atomically."""
     path = Path(out_dir) / "metrics.jsonl"
     partial = path.with_name(".metrics.jsonl.tmp")
     with open(partial, "w") as f:
         for name, folder in runs.items():
-            log = Path(folder) / "metrics.jsonl"
-            if not log.is_file():
-                continue
-            for line in log.read_text().splitlines():
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:  # blank, or cut short by a kill before a resume
-                    continue
+            for event in read_events(Path(folder) / "metrics.jsonl"):
                 f.write(json.dumps({**event, "stage": name}) + "\n")
     os.replace(partial, path)
     return path

@@ -38,7 +38,8 @@ def train_staged(
     """
     summaries: dict[str, dict] = {}
     summary: dict = {}
-    for name, stage_cfg in stage_configs(cfg):
+    stages = stage_configs(cfg)
+    for name, stage_cfg in stages:
         stage_resume = resume and (Path(stage_cfg.out) / "last.pt").is_file()
         if stage_resume and stage_finished(stage_cfg):
             summaries[name] = summary = {"out": stage_cfg.out, "stop_reason": "already finished"}
@@ -48,22 +49,21 @@ def train_staged(
         ).fit()
         summaries[name] = summary
     if is_main_process() and cfg.stages:
-        _leave_result(cfg, Path(summary["out"]))
+        _leave_result(Path(cfg.out), {name: Path(c.out) for name, c in stages})
     return {**summary, "stages": summaries}
 
 
-def _leave_result(cfg: Config, last_stage: Path) -> None:
-    """What a one-stage run leaves in ``<out>``, for the staged run as a whole: the stages'
+def _leave_result(out: Path, runs: dict[str, Path]) -> None:
+    """What a one-stage run leaves in ``out``, for the staged run as a whole: the stages'
     curves one after the other, their logs as one ``metrics.jsonl``, the last ``best.pt``."""
-    runs = {name: Path(stage_cfg.out) for name, stage_cfg in stage_configs(cfg)}
     logged = {k: v for k, v in runs.items() if (v / "metrics.jsonl").is_file()}
-    write_curves(logged, cfg.out)
-    join_stage_logs(logged, cfg.out)
-    final = last_stage / "best.pt"
+    write_curves(logged, out)
+    join_stage_logs(logged, out)
+    final = list(runs.values())[-1] / "best.pt"
     if final.is_file():
-        partial = Path(cfg.out) / ".best.pt.tmp"
+        partial = out / ".best.pt.tmp"
         shutil.copyfile(final, partial)
-        os.replace(partial, Path(cfg.out) / "best.pt")
+        os.replace(partial, out / "best.pt")
 
 
 def stage_finished(cfg: Config) -> bool:
