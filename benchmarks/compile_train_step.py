@@ -1,7 +1,8 @@
 """``torch.compile`` of the CamVid training step: ``python -m benchmarks.compile_train_step``.
 
-FCN-8s ResNet-18 with global context, batch 8 of 176x240 (the CamVid recipe's step; ``--precision
-bf16 --channels-last`` as the recipe runs on an AMX CPU): eager against inductor, timed
+FCN-8s with global context, batch 8 of 176x240 (the CamVid recipe's step; ``--precision
+bf16 --channels-last`` as the from-scratch ResNet-18 recipe runs on an AMX CPU; ``--backbone
+efficientnet_lite0 --channels-last`` as the transfer recipes run): eager against inductor, timed
 interleaved after compiling (whose time is printed). Inductor is tried
 on the whole net and on the backbone alone; a variant that fails to compile prints its error's
 first line instead of a time. This is the measurement behind training eagerly
@@ -34,6 +35,7 @@ def _compiled_variants(net: nn.Module) -> dict[str, nn.Module]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="resnet18", help="any fcnseg backbone name")
     parser.add_argument("--size", default="176x240")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
@@ -45,12 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     images = torch.randn(args.batch, 3, h, w)
     target = torch.randint(0, 11, (args.batch, h, w))
     net = fcnseg.build_model(
-        "fcn8s", backbone="resnet18", num_classes=11, context="global", pad100=False
+        "fcn8s", backbone=args.backbone, num_classes=11, context="global", pad100=False
     )
     if args.channels_last:
         net = net.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    print(machine_info(), f"{args.precision}, channels-last {args.channels_last}")
+    print(machine_info(), f"{args.backbone}, {args.precision}, channels-last {args.channels_last}")
     steps: dict[str, Callable[[], None]] = {
         "eager": make_train_step(net, images, target, args.precision)
     }

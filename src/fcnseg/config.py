@@ -129,6 +129,9 @@ class TrainConfig:
     bias_lr_mult: float = 2.0
     backbone_lr_mult: float = 1.0  # the pretrained backbone's rate, as a fraction of lr
     freeze_bn: bool = False  # keep the backbone's BatchNorm statistics (ImageNet's) fixed
+    # fix the weights of the backbone's layers up to this stride (4: stem and first stage, as
+    # detectron2's FREEZE_AT=2); their backward is skipped. None: every layer trains
+    freeze_backbone_to_stride: int | None = None
     channels_last: bool = False  # NHWC activations: depthwise/1x1 nets (EfficientNet) run faster
     bias_decay: bool = False
     grad_accum: int = 1

@@ -179,3 +179,20 @@ def test_a_staged_recipe_trains_each_stage_on_its_own_data_and_leaves_its_result
     assert {e["stage"] for e in events} == {"crops", "whole"}
     assert [e["step"] for e in events if e["event"] == "train" and e["stage"] == "whole"] == [1, 2]
     assert not any(k.endswith(".tmp") for k in map(str, Path(out).iterdir()))
+
+
+def test_freeze_backbone_to_stride_keeps_the_first_layers_and_trains_the_rest(tiny_cfg):
+    trainer = Trainer(tiny_cfg("train.freeze_backbone_to_stride=4"), progress=False)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.fit()
+    after = dict(trainer.model.named_parameters())
+    assert "backbone.body.layer1.0.conv1.weight" in trainer.frozen
+    assert all(torch.equal(before[n], after[n]) for n in trainer.frozen)
+    assert not torch.equal(
+        before["backbone.body.layer2.0.conv1.weight"], after["backbone.body.layer2.0.conv1.weight"]
+    )
+    in_optimizer = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert not any(id(after[n]) in in_optimizer for n in trainer.frozen)
+    events = [json.loads(line) for line in (trainer.out / "metrics.jsonl").open()]
+    freeze = next(e for e in events if e["event"] == "freeze")
+    assert freeze["to_stride"] == 4 and freeze["parameters"] == len(trainer.frozen)

@@ -95,6 +95,7 @@ from fcnseg.engine.seeding import rng_state, seed_everything, set_rng_state, wor
 from fcnseg.io.devices import resolve_device  # one device rule for training and inference
 from fcnseg.io.images import set_max_image_pixels
 from fcnseg.models import build_model_from_config, transfer_weights
+from fcnseg.models.freezing import freeze_backbone_to_stride
 from fcnseg.models.weights import check_compatible, read_fcn_weights
 
 __all__ = [
@@ -221,6 +222,9 @@ class Trainer:
         self.init_copied: list[str] = []
         if m.init_from and init:
             self.init_copied = self._copy_init_weights(m.init_from)
+        self.frozen: list[str] = []
+        if t.freeze_backbone_to_stride:
+            self.frozen = freeze_backbone_to_stride(self.model, t.freeze_backbone_to_stride)
         if t.sync_bn:
             convert_sync_batchnorm(self.model, self.device)
         self.model.to(self.device, dtype=self.dtype)
@@ -642,6 +646,11 @@ class Trainer:
             self.log.write(
                 "init", self.step, init_from=cfg.model.init_from, copied=len(self.init_copied)
             )
+        if self.frozen:  # which layers the stride cut reached, for the reader of the log
+            self.log.write(
+                "freeze", self.step, to_stride=cfg.train.freeze_backbone_to_stride,
+                parameters=len(self.frozen), last=self.frozen[-1],
+            )  # fmt: skip
         self._train_mode()
         self.optimizer.zero_grad(set_to_none=True)
         self._bar = tqdm(
