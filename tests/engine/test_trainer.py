@@ -196,3 +196,9 @@ def test_freeze_backbone_to_stride_keeps_the_first_layers_and_trains_the_rest(ti
     events = [json.loads(line) for line in (trainer.out / "metrics.jsonl").open()]
     freeze = next(e for e in events if e["event"] == "freeze")
     assert freeze["to_stride"] == 4 and freeze["parameters"] == len(trainer.frozen)
+
+
+@pytest.mark.parametrize("stride", [0, 3])
+def test_a_freeze_stride_that_cannot_be_is_refused_before_training(tiny_cfg, stride):
+    with pytest.raises(ValueError, match="power of two"):
+        Trainer(tiny_cfg(f"train.freeze_backbone_to_stride={stride}"), progress=False)

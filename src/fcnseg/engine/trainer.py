@@ -223,7 +223,7 @@ class Trainer:
         if m.init_from and init:
             self.init_copied = self._copy_init_weights(m.init_from)
         self.frozen: list[str] = []
-        if t.freeze_backbone_to_stride:
+        if t.freeze_backbone_to_stride is not None:  # 0 and 1 are refused, not ignored
             self.frozen = freeze_backbone_to_stride(self.model, t.freeze_backbone_to_stride)
         if t.sync_bn:
             convert_sync_batchnorm(self.model, self.device)
