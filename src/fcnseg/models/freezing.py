@@ -32,7 +32,9 @@ def layer_strides(backbone: nn.Module) -> list[tuple[str, nn.Module, int]]:
     statistics and the model's mode are left as they were.
     """
     holders = {
-        m: name for name, m in backbone.named_modules() if any(True for _ in m.parameters(False))
+        m: name
+        for name, m in backbone.named_modules()
+        if next(m.parameters(recurse=False), None) is not None
     }
     widths: list[dict[nn.Module, int]] = []  # per probe pass: module -> its first output's width
 
